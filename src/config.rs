@@ -1,0 +1,388 @@
+//! The relay's command line: go-pubsocketd's flags, same names and defaults,
+//! plus the knobs the rewrite adds. Parsing goes through
+//! [`crate::flags::normalize`] so every Go spelling keeps working.
+
+use crate::ws::origin::{Origin, OriginPolicy};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every flag that takes a value, for the Go-spelling normaliser.
+pub const VALUE_FLAGS: &[&str] = &[
+    "ws-host",
+    "ws-port",
+    "ws-route",
+    "ws-origin",
+    "rs-host",
+    "rs-port",
+    "rs-channel",
+    "ps-log-file",
+    "tls-cert",
+    "tls-key",
+    "log-level",
+    "ws-heartbeat-interval",
+    "ws-ping-interval",
+    "ws-pong-timeout",
+    "ws-handshake-timeout",
+    "ws-queue-bytes",
+    "ws-max-message",
+    "rs-max-payload",
+    "rs-keepalive",
+    "workers",
+    "shutdown-timeout",
+];
+
+/// Every boolean flag, for the Go-spelling normaliser.
+pub const SWITCH_FLAGS: &[&str] = &["ws-insecure", "ws-heartbeat", "ws-json-only"];
+
+/// pubsocketd: relay a Redis Pub/Sub channel to WebSocket clients.
+///
+/// Flags may be written -name=value, -name value, --name=value or
+/// --name value; booleans as -name or -name=true|false.
+/// Durations take ms, s, m or h (bare numbers are seconds); sizes take
+/// KiB, MiB or GiB (bare numbers are bytes).
+#[derive(argh::FromArgs, Debug)]
+pub struct Args {
+    /// address to listen on for WebSocket clients (default 127.0.0.1)
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    pub ws_host: String,
+    /// port to listen on; 0 picks a free one (default 8080)
+    #[argh(option, default = "8080")]
+    pub ws_port: u16,
+    /// HTTP path of the WebSocket endpoint (default /)
+    #[argh(option, default = "String::from(\"/\")")]
+    pub ws_route: String,
+    /// comma-separated list of allowed Origins, e.g. https://example.com;
+    /// required unless -ws-insecure (default none)
+    #[argh(option, default = "String::new()")]
+    pub ws_origin: String,
+    /// accept any Origin; for debugging only (default false)
+    #[argh(switch)]
+    pub ws_insecure: bool,
+    /// send the original's {"heartbeat": 1} text message to every client
+    /// every -ws-heartbeat-interval (default false)
+    #[argh(switch)]
+    pub ws_heartbeat: bool,
+    /// interval of -ws-heartbeat messages (default 30s)
+    #[argh(option, default = "Duration::from_secs(30)", from_str_fn(duration))]
+    pub ws_heartbeat_interval: Duration,
+    /// interval of WebSocket ping frames to each client; 0 disables pings
+    /// and the silence timeout (default 25s)
+    #[argh(option, default = "Duration::from_secs(25)", from_str_fn(duration))]
+    pub ws_ping_interval: Duration,
+    /// close a client that sent nothing (not even a pong) for this long;
+    /// must exceed -ws-ping-interval (default 60s)
+    #[argh(option, default = "Duration::from_secs(60)", from_str_fn(duration))]
+    pub ws_pong_timeout: Duration,
+    /// close a connection whose HTTP upgrade request is not complete in
+    /// this time (default 10s)
+    #[argh(option, default = "Duration::from_secs(10)", from_str_fn(duration))]
+    pub ws_handshake_timeout: Duration,
+    /// bytes that may wait for one slow client before it is closed with
+    /// 1008 (default 1MiB)
+    #[argh(option, default = "1 << 20", from_str_fn(size))]
+    pub ws_queue_bytes: usize,
+    /// largest message a client may send; larger ones close it with 1009
+    /// (default 64KiB)
+    #[argh(option, default = "64 << 10", from_str_fn(size))]
+    pub ws_max_message: usize,
+    /// relay only payloads that are valid JSON, dropping others with a log
+    /// line, as the original did (default false)
+    #[argh(switch)]
+    pub ws_json_only: bool,
+    /// host of the Redis server (default 127.0.0.1)
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    pub rs_host: String,
+    /// port of the Redis server (default 6379)
+    #[argh(option, default = "6379")]
+    pub rs_port: u16,
+    /// the Redis Pub/Sub channel to relay (default pubsocketd)
+    #[argh(option, default = "String::from(\"pubsocketd\")")]
+    pub rs_channel: String,
+    /// largest Redis payload relayed; larger ones are dropped with a log
+    /// line (default 64MiB)
+    #[argh(option, default = "64 << 20", from_str_fn(size))]
+    pub rs_max_payload: usize,
+    /// PING Redis after this much silence, and reconnect when the answer
+    /// takes as long: detects a dead connection that TCP keeps open
+    /// (default 15s)
+    #[argh(option, default = "Duration::from_secs(15)", from_str_fn(duration))]
+    pub rs_keepalive: Duration,
+    /// also append log lines to this file, created 0660 (default none)
+    #[argh(option)]
+    pub ps_log_file: Option<PathBuf>,
+    /// PEM certificate chain; with -tls-key, serve wss:// (default none)
+    #[argh(option)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key; with -tls-cert, serve wss:// (default none)
+    #[argh(option)]
+    pub tls_key: Option<PathBuf>,
+    /// log level: error, warn, info or debug (default info)
+    #[argh(option, default = "slog::Level::Info", from_str_fn(level))]
+    pub log_level: slog::Level,
+    /// worker threads, each with its own listener (default: one per core)
+    #[argh(option, default = "0")]
+    pub workers: usize,
+    /// on SIGTERM/SIGINT, time given to clients to take their close frame
+    /// before exit (default 5s)
+    #[argh(option, default = "Duration::from_secs(5)", from_str_fn(duration))]
+    pub shutdown_timeout: Duration,
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}
+
+/// The validated configuration the relay runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub route: String,
+    pub origins: OriginPolicy,
+    pub heartbeat: Option<Duration>,
+    pub ping_interval: Option<Duration>,
+    pub pong_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub queue_bytes: usize,
+    pub max_message: usize,
+    pub json_only: bool,
+    pub redis_host: String,
+    pub redis_port: u16,
+    pub channel: String,
+    pub max_payload: usize,
+    pub keepalive: Duration,
+    pub log_file: Option<PathBuf>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub log_level: slog::Level,
+    pub workers: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Checks the flags together; the error is one line for stderr.
+    pub fn from_args(a: Args) -> Result<Config, String> {
+        let ip: IpAddr = a
+            .ws_host
+            .parse()
+            .or_else(|_| resolve_host(&a.ws_host))
+            .map_err(|e| format!("invalid -ws-host {:?}: {e}", a.ws_host))?;
+        if !a.ws_route.starts_with('/') || a.ws_route.contains(['?', '#', ' ']) {
+            return Err(format!(
+                "invalid -ws-route {:?}: must be a path starting with /",
+                a.ws_route
+            ));
+        }
+        let origins = if a.ws_insecure {
+            OriginPolicy::Any
+        } else if a.ws_origin.trim().is_empty() {
+            return Err("missing -ws-origin: give the allowed origin(s), e.g. -ws-origin=https://example.com, or -ws-insecure for debugging".into());
+        } else {
+            OriginPolicy::List(parse_origins(&a.ws_origin)?)
+        };
+        let tls = match (a.tls_cert, a.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err("-tls-cert and -tls-key must be given together".into()),
+        };
+        let ping_interval = (!a.ws_ping_interval.is_zero()).then_some(a.ws_ping_interval);
+        if let Some(p) = ping_interval {
+            if a.ws_pong_timeout <= p {
+                return Err(format!(
+                    "-ws-pong-timeout ({:?}) must be longer than -ws-ping-interval ({:?})",
+                    a.ws_pong_timeout, p
+                ));
+            }
+        }
+        if a.ws_heartbeat && a.ws_heartbeat_interval.is_zero() {
+            return Err("-ws-heartbeat-interval must be above 0".into());
+        }
+        if a.rs_channel.is_empty() {
+            return Err("-rs-channel must not be empty".into());
+        }
+        if a.rs_keepalive.is_zero() {
+            return Err("-rs-keepalive must be above 0".into());
+        }
+        if a.ws_queue_bytes == 0 || a.ws_max_message == 0 || a.rs_max_payload == 0 {
+            return Err("sizes must be above 0".into());
+        }
+        let workers = match a.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(Config {
+            listen: SocketAddr::new(ip, a.ws_port),
+            route: a.ws_route,
+            origins,
+            heartbeat: a.ws_heartbeat.then_some(a.ws_heartbeat_interval),
+            ping_interval,
+            pong_timeout: a.ws_pong_timeout,
+            handshake_timeout: a.ws_handshake_timeout,
+            queue_bytes: a.ws_queue_bytes,
+            max_message: a.ws_max_message,
+            json_only: a.ws_json_only,
+            redis_host: a.rs_host,
+            redis_port: a.rs_port,
+            channel: a.rs_channel,
+            max_payload: a.rs_max_payload,
+            keepalive: a.rs_keepalive,
+            log_file: a.ps_log_file,
+            tls,
+            log_level: a.log_level,
+            workers,
+            shutdown_timeout: a.shutdown_timeout,
+        })
+    }
+}
+
+/// Resolves a host name such as `localhost` to its first address.
+fn resolve_host(host: &str) -> Result<IpAddr, String> {
+    use std::net::ToSocketAddrs;
+    (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .map(|a| a.ip())
+        .ok_or_else(|| "no address".to_string())
+}
+
+/// Parses the comma-separated `-ws-origin` list.
+fn parse_origins(list: &str) -> Result<Vec<Origin>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Origin::parse(s).map_err(|e| format!("invalid -ws-origin {s:?}: {e}")))
+        .collect()
+}
+
+/// Parses a Go-style duration (`500ms`, `30s`, `2m`, `1h`); a bare number is
+/// seconds.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.');
+    let (num, unit) = s.split_at(split.unwrap_or(s.len()));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 500ms, 30s, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration {s:?} (units: ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a size (`4096`, `64KiB`, `1MiB`, `1GiB`; `K`, `M`, `G` alike).
+pub fn size(s: &str) -> Result<usize, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit());
+    let (num, unit) = s.split_at(split.unwrap_or(s.len()));
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (e.g. 65536, 64KiB, 1MiB)"))?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("invalid size {s:?} (units: KiB, MiB, GiB)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parses `-log-level`.
+fn level(s: &str) -> Result<slog::Level, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "error" => Ok(slog::Level::Error),
+        "warn" | "warning" => Ok(slog::Level::Warning),
+        "info" => Ok(slog::Level::Info),
+        "debug" => Ok(slog::Level::Debug),
+        "trace" => Ok(slog::Level::Trace),
+        _ => Err(format!(
+            "invalid log level {s:?} (error, warn, info, debug)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flags::{parse_from, Exit, FlagSpec};
+
+    const SPEC: FlagSpec<'static> = FlagSpec {
+        values: VALUE_FLAGS,
+        switches: SWITCH_FLAGS,
+    };
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        match parse_from::<Args>("pubsocketd", &owned, &SPEC) {
+            Ok(a) => Config::from_args(a),
+            Err(Exit::Error(e)) => Err(e),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let c = parse(&["-ws-insecure"]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.route, "/");
+        assert_eq!((c.redis_host.as_str(), c.redis_port), ("127.0.0.1", 6379));
+        assert_eq!(c.channel, "pubsocketd");
+        assert!(c.heartbeat.is_none() && c.log_file.is_none() && c.tls.is_none());
+        assert_eq!(c.queue_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn every_value_flag_is_known_to_argh() {
+        for flag in VALUE_FLAGS {
+            let value = match *flag {
+                "ws-port" | "rs-port" | "workers" => "1",
+                "log-level" => "debug",
+                "ws-ping-interval" => "10s",
+                f if f.contains("interval") || f.contains("timeout") || f == "rs-keepalive" => "90s",
+                "ws-queue-bytes" | "ws-max-message" | "rs-max-payload" => "1KiB",
+                "ws-host" | "rs-host" => "127.0.0.1",
+                "ws-route" => "/x",
+                _ => "http://a.example",
+            };
+            let arg = format!("-{flag}={value}");
+            let r = parse(&["-ws-insecure", &arg, "-tls-cert=a", "-tls-key=b"]);
+            assert!(r.is_ok(), "{arg}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn origin_is_required_unless_insecure() {
+        assert!(parse(&[]).unwrap_err().starts_with("missing -ws-origin"));
+        let c = parse(&["--ws-origin", "http://A.example:80, https://b.example"]).unwrap();
+        match c.origins {
+            OriginPolicy::List(l) => assert_eq!(l.len(), 2),
+            OriginPolicy::Any => panic!("expected a list"),
+        }
+        assert!(parse(&["-ws-origin=notaurl"])
+            .unwrap_err()
+            .contains("invalid -ws-origin"));
+    }
+
+    #[test]
+    fn bad_values_are_one_line() {
+        let e = parse(&["-ws-insecure", "-ws-port=http"]).unwrap_err();
+        assert!(e.contains("ws-port") && !e.contains('\n'), "{e}");
+        assert!(parse(&["-ws-insecure", "-ws-route=x"]).is_err());
+        assert!(parse(&["-ws-insecure", "-tls-cert=a"]).is_err());
+        assert!(parse(&["-ws-insecure", "-ws-pong-timeout=5s"]).is_err());
+        assert!(parse(&["-ws-insecure", "-log-level=loud"]).is_err());
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(duration("7").unwrap(), Duration::from_secs(7));
+        assert!(duration("7 parsecs").is_err());
+        assert_eq!(size("64KiB").unwrap(), 65536);
+        assert_eq!(size("1M").unwrap(), 1 << 20);
+        assert!(size("-1").is_err());
+    }
+}

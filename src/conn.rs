@@ -1,0 +1,530 @@
+//! One WebSocket client after its handshake: its send queue, its writer and
+//! its reader.
+//!
+//! The worker's fan-out writes a new frame straight to the socket when the
+//! client's queue is empty ([`Conn::deliver`]); only what the socket did not
+//! take is queued, and the connection's own task drains that queue with
+//! vectored writes. So a client that keeps up costs one `writev` per batch
+//! of messages and no wake-up of its task; a client that falls behind has
+//! a queue bounded in bytes and is closed with 1008 past the bound.
+//!
+//! Everything here lives on one worker thread (`Rc`, `Cell`, `RefCell`):
+//! no lock and no atomic is taken per delivered message.
+
+use crate::ws::decode::{Decoder, Event};
+use crate::ws::frame;
+use bytes::{Bytes, BytesMut};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Most frames handed to one vectored write.
+pub const MAX_IOV: usize = 64;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Receiving messages.
+    Open,
+    /// A close frame is queued or sent; no more messages. Since when.
+    Closing(Instant),
+    /// Finished or aborted: the task drops the socket.
+    Done,
+}
+
+/// What [`Conn::deliver`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The socket took every byte.
+    Written,
+    /// Part or all of it waits in the queue.
+    Queued,
+    /// The queue went past its bound: the client is being closed (1008).
+    SlowClosed,
+    /// Not open, or the socket failed.
+    Dropped,
+}
+
+/// Frames waiting for one client.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    /// Bytes of the head frame already written.
+    sent: usize,
+    /// Bytes of the frames behind the head: what counts against the bound,
+    /// so that one frame larger than the bound still reaches a client that
+    /// keeps up.
+    waiting: usize,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        if !self.frames.is_empty() {
+            self.waiting += frame.len();
+        }
+        self.frames.push_back(frame);
+    }
+
+    /// Queues what a write of `written` bytes left of `frames`.
+    fn push_rest(&mut self, frames: &[Bytes], mut written: usize) {
+        for f in frames {
+            if written >= f.len() {
+                written -= f.len();
+                continue;
+            }
+            if written > 0 {
+                self.sent = written;
+                written = 0;
+            }
+            self.push(f.clone());
+        }
+    }
+
+    /// Marks `n` bytes from the front as written.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let head = self.frames.front().expect("consumed more than queued");
+            let left = head.len() - self.sent;
+            if n < left {
+                self.sent += n;
+                return;
+            }
+            n -= left;
+            self.sent = 0;
+            self.frames.pop_front();
+            if let Some(next) = self.frames.front() {
+                self.waiting -= next.len();
+            }
+        }
+        if self.frames.is_empty() {
+            // Hand the ring's memory back: idle clients hold no buffers.
+            self.frames = VecDeque::new();
+        }
+    }
+
+    /// Drops every frame behind a partly written head, keeping the stream
+    /// at a frame boundary so that a close frame can follow.
+    fn cut_to_head(&mut self) {
+        let keep = usize::from(self.sent > 0);
+        self.frames.truncate(keep);
+        self.waiting = 0;
+    }
+
+    /// Fills `out` with the unsent bytes, up to [`MAX_IOV`] frames.
+    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
+        let mut n = 0;
+        for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
+            let start = if i == 0 { self.sent } else { 0 };
+            out[i] = IoSlice::new(&f[start..]);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// One client, shared between the worker's fan-out and the client's task.
+pub struct Conn {
+    /// The plain TCP socket, for writes straight from the fan-out. `None`
+    /// under TLS, where every frame goes through the task's encrypter.
+    direct: Option<Rc<TcpStream>>,
+    queue: RefCell<Queue>,
+    state: Cell<State>,
+    /// The task's writer, parked until the queue has something.
+    writer: Cell<Option<Waker>>,
+    /// The task, parked until the connection is aborted.
+    watcher: Cell<Option<Waker>>,
+    last_seen: Cell<Instant>,
+    queue_limit: usize,
+    /// Index in the worker's connection list.
+    pub slot: Cell<usize>,
+    /// `[X-Real-IP][remote address]`, for log lines.
+    pub peer: Box<str>,
+}
+
+impl Conn {
+    pub fn new(direct: Option<Rc<TcpStream>>, queue_limit: usize, peer: String) -> Conn {
+        Conn {
+            direct,
+            queue: RefCell::default(),
+            state: Cell::new(State::Open),
+            writer: Cell::new(None),
+            watcher: Cell::new(None),
+            last_seen: Cell::new(Instant::now()),
+            queue_limit,
+            slot: Cell::new(0),
+            peer: peer.into_boxed_str(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state.get()
+    }
+
+    pub fn last_seen(&self) -> Instant {
+        self.last_seen.get()
+    }
+
+    /// Bytes waiting behind the frame being written.
+    pub fn waiting(&self) -> usize {
+        self.queue.borrow().waiting
+    }
+
+    /// Sends a batch of message frames. `slices` are the frames' bytes and
+    /// `total` their sum, computed once by the caller for all clients.
+    pub fn deliver(&self, frames: &[Bytes], slices: &[IoSlice<'_>], total: usize) -> Delivery {
+        if self.state.get() != State::Open {
+            return Delivery::Dropped;
+        }
+        let delivery = self.send(frames, slices, total);
+        if delivery == Delivery::Queued && self.queue.borrow().waiting > self.queue_limit {
+            return Delivery::SlowClosed;
+        }
+        delivery
+    }
+
+    /// Closes a client that fell behind: what waits is dropped and `close`
+    /// (a 1008 frame) takes its place.
+    pub fn close_slow(&self, close: &Bytes) {
+        self.queue.borrow_mut().cut_to_head();
+        self.close(close);
+    }
+
+    /// Sends a control frame (pong, ping) in order with the messages.
+    pub fn send_control(&self, frame: &Bytes) {
+        if self.state.get() == State::Open {
+            let slice = [IoSlice::new(frame)];
+            self.send(std::slice::from_ref(frame), &slice, frame.len());
+        }
+    }
+
+    /// Starts the closing handshake with `close` (a close frame); no
+    /// further messages are sent. Does nothing if already closing.
+    pub fn close(&self, close: &Bytes) {
+        if self.state.get() != State::Open {
+            return;
+        }
+        let slice = [IoSlice::new(close)];
+        self.send(std::slice::from_ref(close), &slice, close.len());
+        if self.state.get() == State::Open {
+            self.state.set(State::Closing(Instant::now()));
+        }
+        wake(&self.writer);
+    }
+
+    /// Ends the connection now; its task drops the socket.
+    pub fn abort(&self) {
+        self.state.set(State::Done);
+        wake(&self.writer);
+        wake(&self.watcher);
+    }
+
+    /// Writes straight to the socket when nothing is queued, and queues
+    /// what it did not take.
+    fn send(&self, frames: &[Bytes], slices: &[IoSlice<'_>], total: usize) -> Delivery {
+        let mut q = self.queue.borrow_mut();
+        let mut written = 0;
+        if let (true, Some(sock)) = (q.is_empty(), &self.direct) {
+            match sock.try_write_vectored(slices) {
+                Ok(n) if n == total => return Delivery::Written,
+                Ok(n) => written = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    drop(q);
+                    self.abort();
+                    return Delivery::Dropped;
+                }
+            }
+        }
+        q.push_rest(frames, written);
+        drop(q);
+        wake(&self.writer);
+        Delivery::Queued
+    }
+
+    /// Ready when the writer has something to do: frames to write, or a
+    /// close that is fully written. Fails once the connection is aborted.
+    fn poll_work(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.state.get() {
+            State::Done => Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into())),
+            State::Closing(_) => Poll::Ready(Ok(())),
+            State::Open if !self.queue.borrow().is_empty() => Poll::Ready(Ok(())),
+            State::Open => {
+                park(&self.writer, cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Writes queued frames until the queue is empty or the socket is full.
+    fn poll_drain<W: AsyncWrite + Unpin>(
+        &self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.state.get() == State::Done {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+            }
+            let mut q = self.queue.borrow_mut();
+            if q.is_empty() {
+                drop(q);
+                return Pin::new(&mut *w).poll_flush(cx);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = q.slices(&mut slices);
+            let written = ready!(Pin::new(&mut *w).poll_write_vectored(cx, &slices[..n]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            q.consume(written);
+        }
+    }
+
+    /// Ready once [`Conn::abort`] was called.
+    fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.state.get() == State::Done {
+            return Poll::Ready(());
+        }
+        park(&self.watcher, cx);
+        Poll::Pending
+    }
+}
+
+/// Stores the current task's waker in `slot`, reusing an equivalent one.
+fn park(slot: &Cell<Option<Waker>>, cx: &Context<'_>) {
+    match slot.take() {
+        Some(w) if w.will_wake(cx.waker()) => slot.set(Some(w)),
+        _ => slot.set(Some(cx.waker().clone())),
+    }
+}
+
+fn wake(slot: &Cell<Option<Waker>>) {
+    if let Some(w) = slot.take() {
+        w.wake();
+    }
+}
+
+/// How the client's side of a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// TCP end of stream without a close frame.
+    Eof,
+    /// The client sent a close frame (answered).
+    Closed(Option<u16>),
+    /// The client broke the protocol (answered with this close code).
+    Violation(u16, &'static str),
+    /// A read failed.
+    Error(io::ErrorKind),
+}
+
+/// Reading side of a transport: appends bytes to a buffer.
+///
+/// The read goes through a stack chunk inside `poll`, so no buffer is held
+/// by an idle connection between reads.
+pub trait Fill {
+    /// Appends what is readable to `buf`; `Ok(0)` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+}
+
+/// Size of the stack chunk one read takes at most.
+const READ_CHUNK: usize = 4096;
+
+/// The read side of a plain TCP client.
+pub struct TcpReader(pub Rc<TcpStream>);
+
+impl Fill for TcpReader {
+    fn poll_fill(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            let mut chunk = [0u8; READ_CHUNK];
+            match self.0.try_read(&mut chunk) {
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead> Fill for tokio::io::ReadHalf<T> {
+    fn poll_fill(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut rb = ReadBuf::new(&mut chunk);
+        ready!(Pin::new(self).poll_read(cx, &mut rb))?;
+        buf.extend_from_slice(rb.filled());
+        Poll::Ready(Ok(rb.filled().len()))
+    }
+}
+
+/// The write side of a plain TCP client, sharing the socket with the
+/// fan-out's direct writes.
+pub struct TcpWriter(pub Rc<TcpStream>);
+
+impl AsyncWrite for TcpWriter {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let sock = socket2::SockRef::from(&*self.0);
+        Poll::Ready(sock.shutdown(std::net::Shutdown::Write))
+    }
+}
+
+/// Runs a connection until both sides are done: the reader answers the
+/// client's frames, the writer drains the queue. `buf` holds bytes the
+/// client sent right after its handshake.
+pub async fn run<R: Fill, W: AsyncWrite + Unpin>(
+    conn: &Conn,
+    reader: R,
+    writer: W,
+    buf: BytesMut,
+    max_message: usize,
+) -> ReadEnd {
+    let read = read_loop(conn, reader, buf, max_message);
+    let write = write_loop(conn, writer);
+    tokio::pin!(read, write);
+    tokio::select! {
+        end = &mut read => {
+            // Our answer (close reply or protocol error) still has to go out.
+            if conn.state() != State::Open {
+                let _ = (&mut write).await;
+            }
+            end
+        }
+        written = &mut write => {
+            if written.is_err() {
+                return ReadEnd::Error(io::ErrorKind::BrokenPipe);
+            }
+            // Our close is out: wait for the client's close or its EOF,
+            // until the worker's grace period aborts us.
+            tokio::select! {
+                end = &mut read => end,
+                _ = poll_fn(|cx| conn.poll_aborted(cx)) => ReadEnd::Error(io::ErrorKind::TimedOut),
+            }
+        }
+    }
+}
+
+/// Writes until the close frame is out (then shuts the write side down) or
+/// the connection fails or is aborted.
+async fn write_loop<W: AsyncWrite + Unpin>(conn: &Conn, mut w: W) -> io::Result<()> {
+    loop {
+        poll_fn(|cx| conn.poll_work(cx)).await?;
+        poll_fn(|cx| conn.poll_drain(cx, &mut w)).await?;
+        if let State::Closing(_) = conn.state() {
+            return poll_fn(|cx| Pin::new(&mut w).poll_shutdown(cx)).await;
+        }
+    }
+}
+
+/// Reads and answers client frames until the client closes or errs.
+async fn read_loop<R: Fill>(conn: &Conn, mut r: R, mut buf: BytesMut, max_message: usize) -> ReadEnd {
+    let mut decoder = Decoder::new(max_message);
+    loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(Event::Ping(payload))) => {
+                    conn.send_control(&frame::encode(frame::OP_PONG, &payload))
+                }
+                Ok(Some(Event::Pong | Event::Message { .. })) => {}
+                Ok(Some(Event::Close(code))) => {
+                    conn.close(&frame::close(code.unwrap_or(1000), ""));
+                    return ReadEnd::Closed(code);
+                }
+                Ok(None) => break,
+                Err(v) => {
+                    conn.close(&frame::close(v.code, v.reason));
+                    return ReadEnd::Violation(v.code, v.reason);
+                }
+            }
+        }
+        if buf.is_empty() {
+            // Idle clients hold no read buffer.
+            buf = BytesMut::new();
+        }
+        match poll_fn(|cx| r.poll_fill(cx, &mut buf)).await {
+            Ok(0) => return ReadEnd::Eof,
+            Ok(_) => conn.last_seen.set(Instant::now()),
+            Err(e) => return ReadEnd::Error(e.kind()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(lens: &[usize]) -> Vec<Bytes> {
+        lens.iter().map(|n| Bytes::from(vec![1u8; *n])).collect()
+    }
+
+    #[test]
+    fn queue_counts_only_what_waits_behind_the_head() {
+        let mut q = Queue::default();
+        q.push_rest(&frames(&[10, 20, 30]), 4);
+        assert_eq!((q.sent, q.waiting, q.frames.len()), (4, 50, 3));
+        q.consume(6);
+        assert_eq!((q.sent, q.waiting, q.frames.len()), (0, 30, 2));
+        q.consume(25);
+        assert_eq!((q.sent, q.waiting), (5, 0));
+        q.push(Bytes::from_static(b"abc"));
+        q.cut_to_head();
+        assert_eq!((q.frames.len(), q.waiting), (1, 0));
+        q.consume(25);
+        assert!(q.is_empty());
+        assert_eq!(q.frames.capacity(), 0);
+    }
+
+    #[test]
+    fn slices_start_inside_the_head() {
+        let mut q = Queue::default();
+        q.push_rest(&frames(&[10, 20]), 3);
+        let mut out = [IoSlice::new(&[]); MAX_IOV];
+        assert_eq!(q.slices(&mut out), 2);
+        assert_eq!((out[0].len(), out[1].len()), (7, 20));
+    }
+
+    #[test]
+    fn a_single_big_frame_does_not_count_against_the_bound() {
+        let mut q = Queue::default();
+        q.push_rest(&frames(&[1 << 20]), 100);
+        assert_eq!(q.waiting, 0);
+    }
+}

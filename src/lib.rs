@@ -1,0 +1,19 @@
+//! pubsocketd: relay Redis Pub/Sub messages to WebSocket clients.
+//!
+//! One Redis subscription per process ([`redis::subscriber`]); each payload
+//! is encoded once into a WebSocket frame ([`ws::frame`]) and handed through
+//! the [`hub`] to every [`worker`], which writes it to each of its clients
+//! ([`conn`]). The binaries are thin wrappers around [`server::run`].
+
+pub mod config;
+pub mod conn;
+pub mod flags;
+pub mod hub;
+pub mod log;
+pub mod net;
+pub mod redis;
+pub mod server;
+pub mod stats;
+pub mod tls;
+pub mod worker;
+pub mod ws;

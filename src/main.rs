@@ -1,0 +1,17 @@
+//! `pubsocketd`: parse the Go-compatible command line, then run the relay.
+
+use pubsocketd::config::{Args, Config, SWITCH_FLAGS, VALUE_FLAGS};
+use pubsocketd::flags::{parse_or_exit, FlagSpec};
+
+fn main() {
+    let spec = FlagSpec {
+        values: VALUE_FLAGS,
+        switches: SWITCH_FLAGS,
+    };
+    let args: Args = parse_or_exit(&spec, env!("CARGO_PKG_VERSION"));
+    let cfg = Config::from_args(args).unwrap_or_else(|e| {
+        eprintln!("pubsocketd: {e}");
+        std::process::exit(2)
+    });
+    std::process::exit(pubsocketd::server::run(cfg));
+}

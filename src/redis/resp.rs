@@ -1,0 +1,268 @@
+//! Reading what Redis sends to a subscriber.
+//!
+//! Every reply goes through `redis-protocol`, except the one that matters
+//! for speed: the `message` push. `redis-protocol` builds a `Vec` of frames
+//! for each array, which would be an allocation per relayed message; a
+//! `message` push has a fixed shape, so [`PushReader`] recognises it in
+//! place and hands out byte ranges of the read buffer instead. The same
+//! scan learns a payload's length before its bytes arrive, so an oversized
+//! payload is skipped as it streams in, never buffered.
+
+use bytes::{Buf, BytesMut};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::types::BytesFrame;
+use std::ops::Range;
+
+/// The fixed head of a `message` push in RESP2.
+const MESSAGE_HEAD: &[u8] = b"*3\r\n$7\r\nmessage\r\n";
+/// A bulk length longer than this many digits is malformed.
+const MAX_LEN_DIGITS: usize = 12;
+
+/// One item read off the subscriber connection.
+#[derive(Debug, PartialEq)]
+pub enum Item {
+    /// A `message` push; the ranges index the buffer given to
+    /// [`PushReader::next`], which the caller must `advance` by `consumed`
+    /// once it has used them.
+    Message {
+        channel: Range<usize>,
+        payload: Range<usize>,
+        consumed: usize,
+    },
+    /// A `message` push whose payload exceeds the cap; its bytes are being
+    /// discarded as they arrive. Already consumed from the buffer.
+    Oversized { channel: String, len: usize },
+    /// Any other reply (subscribe confirmations, PONG, errors).
+    Reply(BytesFrame),
+}
+
+/// Malformed input: the connection must be dropped.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RespError(pub String);
+
+/// Incremental reader of a subscriber connection's byte stream.
+#[derive(Debug)]
+pub struct PushReader {
+    max_payload: usize,
+    /// Bytes of an oversized payload (and its CRLF) still to discard.
+    skip: usize,
+}
+
+/// What the scan of a `message` push found.
+enum Scan {
+    NotMessage,
+    /// Incomplete; the whole push will take this many bytes (when known).
+    Incomplete(Option<usize>),
+    Complete(Range<usize>, Range<usize>, usize),
+    Oversized(Range<usize>, usize, usize),
+}
+
+impl PushReader {
+    pub fn new(max_payload: usize) -> PushReader {
+        PushReader {
+            max_payload,
+            skip: 0,
+        }
+    }
+
+    /// Bytes the current partial item needs in all, to size the next read.
+    pub fn wanted(&self, buf: &[u8]) -> Option<usize> {
+        match scan(buf, self.max_payload) {
+            Ok(Scan::Incomplete(total)) => total,
+            _ => None,
+        }
+    }
+
+    /// The next complete item at the front of `buf`, or `None` for more.
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, RespError> {
+        if self.skip > 0 {
+            let n = self.skip.min(buf.len());
+            buf.advance(n);
+            self.skip -= n;
+            if self.skip > 0 {
+                return Ok(None);
+            }
+        }
+        match scan(buf, self.max_payload)? {
+            Scan::Complete(channel, payload, consumed) => Ok(Some(Item::Message {
+                channel,
+                payload,
+                consumed,
+            })),
+            Scan::Oversized(channel, len, head) => {
+                let channel = String::from_utf8_lossy(&buf[channel]).into_owned();
+                buf.advance(head);
+                self.skip = len + 2;
+                let n = self.skip.min(buf.len());
+                buf.advance(n);
+                self.skip -= n;
+                Ok(Some(Item::Oversized { channel, len }))
+            }
+            Scan::Incomplete(_) => Ok(None),
+            Scan::NotMessage => match decode_bytes_mut(buf) {
+                Ok(Some((frame, _, _))) => Ok(Some(Item::Reply(frame))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(RespError(format!("malformed reply from Redis: {e:?}"))),
+            },
+        }
+    }
+}
+
+/// Recognises a `message` push at the front of `buf`.
+fn scan(buf: &[u8], max_payload: usize) -> Result<Scan, RespError> {
+    if buf.len() < MESSAGE_HEAD.len() {
+        return Ok(if MESSAGE_HEAD.starts_with(buf) {
+            Scan::Incomplete(None)
+        } else {
+            Scan::NotMessage
+        });
+    }
+    if !buf.starts_with(MESSAGE_HEAD) {
+        return Ok(Scan::NotMessage);
+    }
+    let Some((clen, at)) = bulk_len(buf, MESSAGE_HEAD.len())? else {
+        return Ok(Scan::Incomplete(None));
+    };
+    let channel = at..at + clen;
+    let Some(after) = crlf(buf, channel.end)? else {
+        return Ok(Scan::Incomplete(None));
+    };
+    let Some((plen, at)) = bulk_len(buf, after)? else {
+        return Ok(Scan::Incomplete(None));
+    };
+    if plen > max_payload {
+        return Ok(Scan::Oversized(channel, plen, at));
+    }
+    let payload = at..at + plen;
+    match crlf(buf, payload.end)? {
+        Some(end) => Ok(Scan::Complete(channel, payload, end)),
+        None => Ok(Scan::Incomplete(Some(payload.end + 2))),
+    }
+}
+
+/// Parses `$<len>\r\n` at `at`: the length and where the data starts.
+fn bulk_len(buf: &[u8], at: usize) -> Result<Option<(usize, usize)>, RespError> {
+    let Some(&first) = buf.get(at) else {
+        return Ok(None);
+    };
+    if first != b'$' {
+        return Err(RespError("expected a bulk string in a message push".into()));
+    }
+    let digits = &buf[at + 1..];
+    let Some(end) = digits.iter().position(|b| *b == b'\r') else {
+        if digits.len() > MAX_LEN_DIGITS {
+            return Err(RespError("bulk length too long".into()));
+        }
+        return Ok(None);
+    };
+    let text = &digits[..end];
+    if text.is_empty() || text.len() > MAX_LEN_DIGITS || !text.iter().all(u8::is_ascii_digit) {
+        return Err(RespError("invalid bulk length in a message push".into()));
+    }
+    let len = text.iter().fold(0usize, |n, d| n * 10 + (d - b'0') as usize);
+    match digits.get(end + 1) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some((len, at + 1 + end + 2))),
+        Some(_) => Err(RespError("bulk length not ended by CRLF".into())),
+    }
+}
+
+/// Checks for `\r\n` at `at`; returns the index after it.
+fn crlf(buf: &[u8], at: usize) -> Result<Option<usize>, RespError> {
+    match buf.get(at..at + 2) {
+        None if buf.len() <= at + 1 && buf.get(at).is_none_or(|b| *b == b'\r') => Ok(None),
+        Some(b"\r\n") => Ok(Some(at + 2)),
+        _ => Err(RespError("bulk string not ended by CRLF".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(channel: &str, payload: &[u8]) -> Vec<u8> {
+        let mut v = format!(
+            "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n${}\r\n",
+            channel.len(),
+            payload.len()
+        )
+        .into_bytes();
+        v.extend_from_slice(payload);
+        v.extend_from_slice(b"\r\n");
+        v
+    }
+
+    /// Feeds `stream` in pieces of `step` bytes; returns payloads and replies.
+    fn feed(stream: &[u8], step: usize, max: usize) -> Vec<String> {
+        let mut r = PushReader::new(max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in stream.chunks(step) {
+            buf.extend_from_slice(piece);
+            while let Some(item) = r.next(&mut buf).unwrap() {
+                out.push(match item {
+                    Item::Message {
+                        channel,
+                        payload,
+                        consumed,
+                    } => {
+                        let s = format!(
+                            "{}:{}",
+                            String::from_utf8_lossy(&buf[channel]),
+                            String::from_utf8_lossy(&buf[payload])
+                        );
+                        buf.advance(consumed);
+                        s
+                    }
+                    Item::Oversized { channel, len } => format!("{channel}:dropped {len}"),
+                    Item::Reply(f) => format!("reply {f:?}"),
+                });
+            }
+        }
+        assert!(buf.is_empty(), "left over: {buf:?}");
+        out
+    }
+
+    #[test]
+    fn split_at_every_point_gives_the_same_items() {
+        let mut s = b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n".to_vec();
+        s.extend(push("c", b"hello"));
+        s.extend(push("c", b""));
+        s.extend(push("c", &[b'x'; 40]));
+        s.extend(push("c", b"after"));
+        let whole = feed(&s, s.len(), 20);
+        assert_eq!(whole.len(), 5);
+        assert_eq!(whole[1], "c:hello");
+        assert_eq!(whole[3], "c:dropped 40");
+        assert_eq!(whole[4], "c:after");
+        for step in 1..s.len() {
+            assert_eq!(feed(&s, step, 20), whole, "step {step}");
+        }
+    }
+
+    #[test]
+    fn payload_with_crlf_inside_is_kept() {
+        assert_eq!(feed(&push("c", b"a\r\nb"), 3, 100), ["c:a\r\nb"]);
+    }
+
+    #[test]
+    fn wanted_tells_the_full_size() {
+        let s = push("ch", &[0; 1000]);
+        let r = PushReader::new(10_000);
+        assert_eq!(r.wanted(&s[..40]), Some(s.len()));
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        let mut r = PushReader::new(100);
+        for bad in [
+            &b"*3\r\n$7\r\nmessage\r\n:1\r\n"[..],
+            b"*3\r\n$7\r\nmessage\r\n$x\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nab\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\r\ncXX",
+            b"%garbage\r\n",
+        ] {
+            assert!(r.next(&mut BytesMut::from(bad)).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Start-up, the main runtime (subscriber, heartbeat, signals) and
+//! graceful shutdown. Workers run on their own threads.
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::redis::subscriber::Subscriber;
+use crate::stats::Stats;
+use crate::ws::frame;
+use crate::ws::origin::OriginPolicy;
+use crate::{log, net, tls, worker};
+use slog::{info, warn, Logger};
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// Descriptors kept for other uses than clients (listeners, Redis, log
+/// file, runtime internals), when telling how many clients fit.
+const RESERVED_FDS: u64 = 32;
+
+/// The original's heartbeat: the JSON encoding of the string
+/// `{"heartbeat": 1}`, i.e. a quoted, escaped string, as a text frame.
+pub const HEARTBEAT: &str = r#""{\"heartbeat\": 1}""#;
+
+/// Runs the relay until SIGTERM/SIGINT; returns the exit status.
+/// Every start-up failure is one line on stderr and status 1, before
+/// anything listens.
+pub fn run(cfg: Config) -> i32 {
+    match start(cfg) {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("pubsocketd: {e}");
+            1
+        }
+    }
+}
+
+fn start(cfg: Config) -> Result<i32, String> {
+    let log = log::logger(cfg.log_level, cfg.log_file.as_deref())?;
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let nofile = net::raise_nofile();
+    let listeners = net::listeners(cfg.listen, cfg.workers)
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
+    log_init(&log, &cfg, local, nofile, tls.is_some());
+
+    let stats = Arc::new(Stats::default());
+    let (hub, receivers) = Hub::new(cfg.workers);
+    let (stop, stopped) = watch::channel(false);
+    let ctx = Arc::new(worker::Context {
+        cfg: cfg.clone(),
+        log: log.clone(),
+        tls,
+        stats: stats.clone(),
+    });
+    let mut workers = Vec::with_capacity(cfg.workers);
+    for (id, (l, rx)) in listeners.into_iter().zip(receivers).enumerate() {
+        let h = worker::spawn(id, l, rx, stopped.clone(), ctx.clone())
+            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+        workers.push(h);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))?;
+    let subscriber = Subscriber {
+        cfg: cfg.clone(),
+        hub: hub.clone(),
+        log: log.clone(),
+        stats: stats.clone(),
+    };
+    Ok(rt.block_on(async move {
+        let mut signals = Signals::new().expect("signal handlers");
+        let sub = tokio::spawn(subscriber.run());
+        let beat = cfg.heartbeat.map(|every| tokio::spawn(heartbeat(hub, every)));
+        let name = signals.next().await;
+        info!(log, "[shutdown] {name}: no new clients; closing {} clients with 1001 (up to {:?})",
+            stats.open.load(std::sync::atomic::Ordering::Relaxed), cfg.shutdown_timeout);
+        sub.abort();
+        if let Some(b) = beat {
+            b.abort();
+        }
+        let _ = stop.send(true);
+        let join = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| {
+            let _ = w.join();
+        }));
+        tokio::select! {
+            _ = join => {
+                info!(log, "[shutdown] done: {}", stats.summary());
+                0
+            }
+            name = signals.next() => {
+                warn!(log, "[shutdown] second {name}: exiting now");
+                1
+            }
+        }
+    }))
+}
+
+/// The `[init]` lines, in the original's words, plus the client cap.
+fn log_init(
+    log: &Logger,
+    cfg: &Config,
+    local: std::net::SocketAddr,
+    nofile: std::io::Result<(u64, u64)>,
+    tls: bool,
+) {
+    let from = match &cfg.origins {
+        OriginPolicy::Any => "in INSECURE MODE which is not advised for production use".to_string(),
+        OriginPolicy::List(list) => format!(
+            "from {}",
+            list.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let scheme = if tls { "wss" } else { "ws" };
+    info!(log, "[init] listening for websocket requests on {local}{}, {from}", cfg.route);
+    info!(log, "[init] listening for pubsub messages from {}:{} sent to the {} channel",
+        cfg.redis_host, cfg.redis_port, cfg.channel);
+    match nofile {
+        Ok((before, after)) => info!(log, "[init] {} workers serving {scheme}://; open file limit {after} (raised from {before}): room for about {} clients",
+            cfg.workers, after.saturating_sub(RESERVED_FDS)),
+        Err(e) => warn!(log, "[init] {} workers serving {scheme}://; cannot read the open file limit: {e}", cfg.workers),
+    }
+}
+
+/// Sends the original's heartbeat message to every client every `every`.
+async fn heartbeat(hub: Hub, every: std::time::Duration) {
+    let beat = frame::encode(frame::OP_TEXT, HEARTBEAT.as_bytes());
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        hub.publish(beat.clone()).await;
+    }
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next signal; returns its name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! A worker: one thread, one current-thread runtime, one `SO_REUSEPORT`
+//! listener, and every connection the kernel hands that listener.
+//!
+//! The hub sends each encoded frame to every worker once; the worker takes
+//! whatever frames are waiting (up to [`MAX_IOV`]) and writes them to each
+//! of its clients in one vectored write. Timers are per worker, not per
+//! connection: one tick sends pings, drops silent peers and ends closes
+//! that take too long.
+
+use crate::config::Config;
+use crate::conn::{self, Conn, Delivery, State, TcpReader, TcpWriter, MAX_IOV};
+use crate::stats::Stats;
+use crate::ws::{frame, handshake};
+use bytes::{Bytes, BytesMut};
+use slog::{debug, info, warn, Logger};
+use std::cell::{Cell, RefCell};
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
+
+/// How long a client gets to answer our close frame before the socket is
+/// dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
+/// Pause after a failed `accept` (e.g. EMFILE) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every worker shares, read-only.
+pub struct Context {
+    pub cfg: Config,
+    pub log: Logger,
+    pub tls: Option<TlsAcceptor>,
+    pub stats: Arc<Stats>,
+}
+
+/// Frames built once per worker and shared by all its clients.
+struct Prebuilt {
+    ping: Bytes,
+    going_away: Bytes,
+    slow: Bytes,
+}
+
+/// The worker's state, shared by its loop and its connection tasks.
+struct Worker {
+    ctx: Arc<Context>,
+    conns: RefCell<Vec<Rc<Conn>>>,
+    frames: Prebuilt,
+    next_ping: Cell<Instant>,
+    /// Deliveries and bytes since the last tick: plain cells, summed into
+    /// the shared atomics once per tick.
+    delivered: Cell<u64>,
+    bytes: Cell<u64>,
+}
+
+/// Runs a worker on its own thread until `shutdown` turns true and its
+/// clients are closed (or the shutdown deadline passes).
+pub fn spawn(
+    id: usize,
+    listener: std::net::TcpListener,
+    frames: mpsc::Receiver<Bytes>,
+    shutdown: watch::Receiver<bool>,
+    ctx: Arc<Context>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("worker-{id}"))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("worker runtime");
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(listener, frames, shutdown, ctx));
+        })
+}
+
+async fn run(
+    listener: std::net::TcpListener,
+    mut frames: mpsc::Receiver<Bytes>,
+    mut shutdown: watch::Receiver<bool>,
+    ctx: Arc<Context>,
+) {
+    let listener = TcpListener::from_std(listener).expect("listener into tokio");
+    let w = Rc::new(Worker::new(ctx));
+    let mut batch = Vec::with_capacity(MAX_IOV);
+    let mut tick = tokio::time::interval(w.tick_period());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    let mut accept_failing = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            n = frames.recv_many(&mut batch, MAX_IOV) => {
+                if n == 0 {
+                    break;
+                }
+                w.fan_out(&batch);
+                batch.clear();
+            }
+            _ = tick.tick() => w.housekeeping(),
+            accepted = listener.accept(), if paused_until.is_none() => match accepted {
+                Ok((stream, addr)) => {
+                    accept_failing = false;
+                    tokio::task::spawn_local(serve(stream, addr, w.clone()));
+                }
+                Err(e) => {
+                    if !accept_failing {
+                        warn!(w.ctx.log, "[accept] failed: {e}; pausing accepts briefly");
+                        accept_failing = true;
+                    }
+                    paused_until = Some(tokio::time::Instant::now() + ACCEPT_BACKOFF);
+                }
+            },
+            _ = async { sleep_until_opt(paused_until).await }, if paused_until.is_some() => {
+                paused_until = None;
+            }
+        }
+    }
+    drop(listener);
+    w.drain().await;
+}
+
+async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    if let Some(t) = t {
+        tokio::time::sleep_until(t).await;
+    }
+}
+
+impl Worker {
+    fn new(ctx: Arc<Context>) -> Worker {
+        let next_ping = Instant::now() + ctx.cfg.ping_interval.unwrap_or_default();
+        Worker {
+            ctx,
+            conns: RefCell::new(Vec::new()),
+            frames: Prebuilt {
+                ping: frame::encode(frame::OP_PING, b""),
+                going_away: frame::close(1001, "server shutting down"),
+                slow: frame::close(1008, "slow consumer: too many bytes waiting"),
+            },
+            next_ping: Cell::new(next_ping),
+            delivered: Cell::new(0),
+            bytes: Cell::new(0),
+        }
+    }
+
+    /// Fine enough for pings and grace periods, coarse enough to cost
+    /// nothing with tens of thousands of idle clients.
+    fn tick_period(&self) -> Duration {
+        let ping = self.ctx.cfg.ping_interval.unwrap_or(Duration::from_secs(1));
+        (ping / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// Sends a batch of frames to every client: the slices are built once
+    /// and every client gets the same ones.
+    fn fan_out(&self, batch: &[Bytes]) {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut total = 0;
+        for (slot, f) in slices.iter_mut().zip(batch) {
+            *slot = IoSlice::new(f);
+            total += f.len();
+        }
+        let slices = &slices[..batch.len()];
+        let conns = self.conns.borrow();
+        let mut reached = 0u64;
+        for c in conns.iter() {
+            match c.deliver(batch, slices, total) {
+                Delivery::Written | Delivery::Queued => reached += 1,
+                Delivery::SlowClosed => self.close_slow(c),
+                Delivery::Dropped => {}
+            }
+        }
+        self.delivered.set(self.delivered.get() + reached * batch.len() as u64);
+        self.bytes.set(self.bytes.get() + reached * total as u64);
+    }
+
+    fn close_slow(&self, c: &Conn) {
+        let waiting = c.waiting();
+        c.close_slow(&self.frames.slow);
+        let n = self.ctx.stats.slow_closed();
+        warn!(self.ctx.log, "{}[slow] closed with 1008: {waiting} bytes waiting, over the {}-byte bound ({n} slow consumers closed so far)",
+            c.peer, self.ctx.cfg.queue_bytes);
+    }
+
+    /// The per-worker timer: pings, silent peers, overdue closes, counters.
+    fn housekeeping(&self) {
+        let now = Instant::now();
+        let cfg = &self.ctx.cfg;
+        let ping_due = cfg.ping_interval.is_some() && now >= self.next_ping.get();
+        if let (true, Some(p)) = (ping_due, cfg.ping_interval) {
+            self.next_ping.set(now + p);
+        }
+        for c in self.conns.borrow().iter() {
+            match c.state() {
+                State::Open if cfg.ping_interval.is_some() => {
+                    if now.duration_since(c.last_seen()) > cfg.pong_timeout {
+                        debug!(self.ctx.log, "{}[timeout] no pong or data for {:?}; dropped", c.peer, cfg.pong_timeout);
+                        self.ctx.stats.pong_timeout();
+                        c.abort();
+                    } else if ping_due {
+                        c.send_control(&self.frames.ping);
+                    }
+                }
+                State::Closing(since) if now.duration_since(since) > CLOSE_GRACE => c.abort(),
+                _ => {}
+            }
+        }
+        self.ctx.stats.add_deliveries(self.delivered.take(), self.bytes.take());
+    }
+
+    fn add(&self, c: Rc<Conn>) {
+        let mut conns = self.conns.borrow_mut();
+        c.slot.set(conns.len());
+        conns.push(c);
+        self.ctx.stats.opened();
+    }
+
+    fn remove(&self, c: &Conn) {
+        let mut conns = self.conns.borrow_mut();
+        let i = c.slot.get();
+        conns.swap_remove(i);
+        if let Some(moved) = conns.get(i) {
+            moved.slot.set(i);
+        }
+        self.ctx.stats.closed();
+    }
+
+    /// Graceful shutdown: every client gets close 1001, then the worker
+    /// waits for them to go until the shutdown deadline.
+    async fn drain(&self) {
+        for c in self.conns.borrow().iter() {
+            c.close(&self.frames.going_away);
+        }
+        let deadline = Instant::now() + self.ctx.cfg.shutdown_timeout;
+        while !self.conns.borrow().is_empty() && Instant::now() < deadline {
+            sleep(Duration::from_millis(10)).await;
+        }
+        for c in self.conns.borrow().iter() {
+            c.abort();
+        }
+        self.ctx.stats.add_deliveries(self.delivered.take(), self.bytes.take());
+    }
+}
+
+/// One accepted socket: TLS (if configured), the upgrade, then the
+/// WebSocket connection until it ends.
+async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
+    let _ = stream.set_nodelay(true);
+    let ctx = w.ctx.clone();
+    let deadline = tokio::time::Instant::now() + ctx.cfg.handshake_timeout;
+    match &ctx.tls {
+        None => {
+            let mut stream = stream;
+            let Some((peer, buf)) = upgrade(&mut stream, addr, &ctx, deadline).await else {
+                return;
+            };
+            let stream = Rc::new(stream);
+            let c = Rc::new(Conn::new(Some(stream.clone()), ctx.cfg.queue_bytes, peer));
+            let reader = TcpReader(stream.clone());
+            attach(&w, c, reader, TcpWriter(stream), buf).await;
+        }
+        Some(acceptor) => {
+            let mut tls = match timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return debug!(ctx.log, "[-][{addr}][tls] handshake failed: {e}"),
+                Err(_) => return debug!(ctx.log, "[-][{addr}][tls] handshake timed out"),
+            };
+            let Some((peer, buf)) = upgrade(&mut tls, addr, &ctx, deadline).await else {
+                return;
+            };
+            let (reader, writer) = tokio::io::split(tls);
+            let c = Rc::new(Conn::new(None, ctx.cfg.queue_bytes, peer));
+            attach(&w, c, reader, writer, buf).await;
+        }
+    }
+}
+
+/// Registers an upgraded client with the worker for as long as it lives.
+async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(
+    w: &Worker,
+    c: Rc<Conn>,
+    reader: R,
+    writer: W,
+    buf: BytesMut,
+) {
+    w.add(c.clone());
+    let end = conn::run(&c, reader, writer, buf, w.ctx.cfg.max_message).await;
+    c.abort();
+    w.remove(&c);
+    debug!(w.ctx.log, "{}[disconnect] {end:?}", c.peer);
+}
+
+/// Reads the upgrade request within `deadline` and answers it. Returns the
+/// peer's log label and any bytes that followed the request.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    addr: SocketAddr,
+    ctx: &Context,
+    deadline: tokio::time::Instant,
+) -> Option<(String, BytesMut)> {
+    let cfg = &ctx.cfg;
+    let mut buf = vec![0u8; handshake::MAX_REQUEST];
+    let mut filled = 0;
+    let outcome = timeout_at(deadline, async {
+        loop {
+            let n = stream.read(&mut buf[filled..]).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            filled += n;
+            match handshake::parse(&buf[..filled], &cfg.route, &cfg.origins) {
+                Ok(None) => continue,
+                other => return Some(other),
+            }
+        }
+    })
+    .await;
+    let result = match outcome {
+        Ok(Some(result)) => result,
+        Ok(None) => {
+            debug!(ctx.log, "[-][{addr}][handshake] connection ended before a complete request");
+            return None;
+        }
+        Err(_) => {
+            info!(ctx.log, "[-][{addr}][handshake] refused: no complete request within {:?}", cfg.handshake_timeout);
+            ctx.stats.refused();
+            return None;
+        }
+    };
+    match result {
+        Ok(Some(acc)) => {
+            let peer = format!("[{}][{addr}]", acc.real_ip.as_deref().unwrap_or("-"));
+            let response = handshake::switching_protocols(&acc.accept);
+            if timeout_at(deadline, stream.write_all(&response)).await.map_or(true, |r| r.is_err()) {
+                return None;
+            }
+            info!(ctx.log, "{peer}[connect] OK");
+            Some((peer, BytesMut::from(&buf[acc.consumed..filled])))
+        }
+        Ok(None) => unreachable!("partial requests loop above"),
+        Err(refusal) => {
+            let real_ip = refusal.real_ip.as_deref().unwrap_or("-");
+            info!(ctx.log, "[{real_ip}][{addr}][handshake] refused: {} {}", refusal.status, refusal.reason);
+            ctx.stats.refused();
+            answer_and_close(stream, &refusal.response()).await;
+            None
+        }
+    }
+}
+
+/// Writes an error response, then reads (and drops) what the client still
+/// sends for a moment, so that closing does not reset the connection
+/// before the client has read the response.
+async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, response: &[u8]) {
+    let linger = Duration::from_millis(500);
+    if timeout(linger, stream.write_all(response)).await.is_err() {
+        return;
+    }
+    let _ = timeout(linger, stream.shutdown()).await;
+    let mut sink = [0u8; 1024];
+    let _ = timeout(linger, async {
+        let mut left = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n.min(left),
+            }
+        }
+    })
+    .await;
+}

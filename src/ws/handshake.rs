@@ -1,0 +1,314 @@
+//! The HTTP/1.1 upgrade request, parsed by hand with `httparse`.
+//!
+//! Hand-rolled (as the design card asks) so that a connection costs one
+//! fixed buffer and no HTTP framework, and so that every way a request can
+//! be wrong gets its own precise status code instead of a generic 400.
+
+use super::origin::{OriginPolicy, OriginRefusal};
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
+/// Largest request head accepted; larger heads get 431.
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// Most header lines accepted; more get 431.
+const MAX_HEADERS: usize = 64;
+/// The GUID of RFC 6455 section 1.3.
+const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A request that may be upgraded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// `Sec-WebSocket-Accept` value.
+    pub accept: String,
+    /// Bytes of the buffer taken by the request head; anything after them
+    /// is already WebSocket traffic (a client may pipeline frames).
+    pub consumed: usize,
+    /// `X-Real-IP`, for log lines, as the original did.
+    pub real_ip: Option<String>,
+    /// The query string of the request target, without `?` (empty if none).
+    pub query: String,
+}
+
+/// A request that is refused, with the status to answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    /// What the log line says (and the response body).
+    pub reason: String,
+    /// `X-Real-IP`, when the head got far enough to have it.
+    pub real_ip: Option<String>,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason: reason.into(),
+            real_ip: None,
+        }
+    }
+
+    /// The complete HTTP response for this refusal; the connection is closed
+    /// after it.
+    pub fn response(&self) -> Vec<u8> {
+        let extra = match self.status {
+            426 => "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
+            405 => "Allow: GET\r\n",
+            _ => "",
+        };
+        let body = format!("{}\n", self.reason);
+        format!(
+            "HTTP/1.1 {} {}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.status,
+            status_text(self.status),
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// The 101 response for an accepted request.
+pub fn switching_protocols(accept: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a client key (RFC 6455 section 4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// Parses the request head at the start of `buf`.
+///
+/// `Ok(None)` means the head is not complete yet; the caller reads more, or
+/// answers 431 once `buf` holds [`MAX_REQUEST`] bytes (see [`too_large`]).
+pub fn parse(
+    buf: &[u8],
+    route: &str,
+    origins: &OriginPolicy,
+) -> Result<Option<Accepted>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let consumed = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_REQUEST => return Err(too_large()),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal::new(431, "too many header fields"))
+        }
+        Err(e) => return Err(Refusal::new(400, format!("malformed request: {e}"))),
+    };
+    if consumed > MAX_REQUEST {
+        return Err(too_large());
+    }
+    let heads = Heads(req.headers);
+    let real_ip = heads
+        .one(b"x-real-ip")
+        .map(|v| String::from_utf8_lossy(v).trim().to_string());
+    check(&req, &heads, route, origins)
+        .map(|(accept, query)| {
+            Some(Accepted {
+                accept,
+                consumed,
+                real_ip: real_ip.clone(),
+                query,
+            })
+        })
+        .map_err(|mut r| {
+            r.real_ip = real_ip;
+            r
+        })
+}
+
+/// The 431 refusal for a head larger than [`MAX_REQUEST`].
+pub fn too_large() -> Refusal {
+    Refusal::new(431, format!("request head over {MAX_REQUEST} bytes"))
+}
+
+/// Validates a complete head; returns the accept value and the query.
+fn check(
+    req: &httparse::Request<'_, '_>,
+    heads: &Heads<'_, '_>,
+    route: &str,
+    origins: &OriginPolicy,
+) -> Result<(String, String), Refusal> {
+    let target = req.path.unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path != route {
+        return Err(Refusal::new(404, format!("no WebSocket endpoint at {path}")));
+    }
+    if req.method != Some("GET") {
+        return Err(Refusal::new(405, "only GET can be upgraded"));
+    }
+    if req.version != Some(1) {
+        return Err(Refusal::new(400, "HTTP/1.1 or later is required"));
+    }
+    if heads.one(b"host").is_none() {
+        return Err(Refusal::new(400, "missing Host header"));
+    }
+    if !heads.has_token(b"upgrade", "websocket") {
+        return Err(Refusal::new(426, "this endpoint speaks WebSocket only"));
+    }
+    if !heads.has_token(b"connection", "upgrade") {
+        return Err(Refusal::new(400, "Connection header lacks the upgrade token"));
+    }
+    if heads.one(b"sec-websocket-version").map(trim) != Some(&b"13"[..]) {
+        return Err(Refusal::new(426, "unsupported Sec-WebSocket-Version (13 only)"));
+    }
+    let key = match heads.all(b"sec-websocket-key") {
+        (1, Some(key)) => trim(key),
+        (0, _) => return Err(Refusal::new(400, "missing Sec-WebSocket-Key")),
+        _ => return Err(Refusal::new(400, "repeated Sec-WebSocket-Key")),
+    };
+    if !valid_key(key) {
+        return Err(Refusal::new(400, "Sec-WebSocket-Key is not 16 bytes of base64"));
+    }
+    let origin = match heads.all(b"origin") {
+        (0 | 1, value) => value,
+        _ => return Err(Refusal::new(403, "repeated Origin header")),
+    };
+    origins
+        .check(origin)
+        .map_err(|r: OriginRefusal| Refusal::new(403, r.to_string()))?;
+    Ok((accept_key(key), query.to_string()))
+}
+
+/// A key is the base64 encoding of exactly 16 bytes.
+fn valid_key(key: &[u8]) -> bool {
+    let mut out = [0u8; 18];
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode_slice(key, &mut out)
+            .is_ok_and(|n| n == 16)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+/// Header lookups by case-insensitive name.
+struct Heads<'h, 'b>(&'h [httparse::Header<'b>]);
+
+impl<'b> Heads<'_, 'b> {
+    fn one(&self, name: &[u8]) -> Option<&'b [u8]> {
+        self.0
+            .iter()
+            .find(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// How many times `name` occurs, and its first value.
+    fn all(&self, name: &[u8]) -> (usize, Option<&'b [u8]>) {
+        let mut it = self
+            .0
+            .iter()
+            .filter(|h| h.name.as_bytes().eq_ignore_ascii_case(name));
+        let first = it.next().map(|h| h.value);
+        (first.map_or(0, |_| 1 + it.count()), first)
+    }
+
+    /// Whether any `name` header lists `token` (comma-separated, any case).
+    fn has_token(&self, name: &[u8], token: &str) -> bool {
+        self.0
+            .iter()
+            .filter(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
+            .flat_map(|h| h.value.split(|b| *b == b','))
+            .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::origin::Origin;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn allow() -> OriginPolicy {
+        OriginPolicy::List(vec![Origin::parse("http://a.example").unwrap()])
+    }
+
+    fn req(extra: &str) -> String {
+        format!("GET /ws?x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\nOrigin: http://A.example:80\r\n{extra}\r\n")
+    }
+
+    fn status(raw: &str) -> u16 {
+        parse(raw.as_bytes(), "/ws", &allow()).unwrap_err().status
+    }
+
+    #[test]
+    fn rfc_example_key() {
+        assert_eq!(accept_key(KEY.as_bytes()), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn accepts_a_valid_upgrade_and_reports_what_follows() {
+        let mut raw = req("X-Real-IP: 10.1.2.3\r\n").into_bytes();
+        raw.push(0x81);
+        let ok = parse(&raw, "/ws", &allow()).unwrap().unwrap();
+        assert_eq!(ok.consumed, raw.len() - 1);
+        assert_eq!(ok.real_ip.as_deref(), Some("10.1.2.3"));
+        assert_eq!(ok.query, "x=1");
+        assert_eq!(ok.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        let raw = req("");
+        for cut in 0..raw.len() - 1 {
+            assert_eq!(parse(&raw.as_bytes()[..cut], "/ws", &allow()), Ok(None));
+        }
+    }
+
+    #[test]
+    fn each_fault_has_its_status() {
+        assert_eq!(status(&req("").replace("/ws?x=1", "/other")), 404);
+        assert_eq!(status(&req("").replace("GET", "POST")), 405);
+        assert_eq!(status(&req("").replace("Upgrade: WebSocket\r\n", "")), 426);
+        assert_eq!(status(&req("").replace("keep-alive, Upgrade", "close")), 400);
+        let v8 = req("").replace("Version: 13", "Version: 8");
+        assert_eq!(status(&v8), 426);
+        let refusal = parse(v8.as_bytes(), "/ws", &allow()).unwrap_err();
+        let resp = String::from_utf8(refusal.response()).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(resp.contains("Sec-WebSocket-Version: 13\r\n"));
+        assert_eq!(status(&req("").replace(KEY, "c2hvcnQ=")), 400);
+        assert_eq!(status(&req("").replace(KEY, "!!!!!!!!!!!!!!!!!!!!!!==")), 400);
+        assert_eq!(status(&req("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n")), 400);
+        assert_eq!(status(&req("").replace("Host: h\r\n", "")), 400);
+        assert_eq!(status(&req("").replace("HTTP/1.1", "HTTP/1.0")), 400);
+        assert_eq!(status(&req("").replace("http://A.example:80", "http://b.example")), 403);
+        assert_eq!(status(&req("").replace("http://A.example:80", "null")), 403);
+        assert_eq!(status(&req("").replace("Origin: http://A.example:80\r\n", "")), 403);
+        assert_eq!(status("\x16\x03\x01\x02\x00garbage\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn size_caps_answer_431() {
+        let big = req(&format!("X-Pad: {}\r\n", "a".repeat(MAX_REQUEST)));
+        assert_eq!(status(&big), 431);
+        let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(status(&req(&many)), 431);
+        let unfinished = "GET /ws HTTP/1.1\r\nX: ".to_string() + &"a".repeat(MAX_REQUEST);
+        assert_eq!(status(&unfinished), 431);
+    }
+}

@@ -1,0 +1,6 @@
+//! The WebSocket protocol, as far as a broadcasting server needs it.
+
+pub mod decode;
+pub mod frame;
+pub mod handshake;
+pub mod origin;
