@@ -340,7 +340,9 @@ mod tests {
                 "ws-port" | "rs-port" | "workers" => "1",
                 "log-level" => "debug",
                 "ws-ping-interval" => "10s",
-                f if f.contains("interval") || f.contains("timeout") || f == "rs-keepalive" => "90s",
+                f if f.contains("interval") || f.contains("timeout") || f == "rs-keepalive" => {
+                    "90s"
+                }
                 "ws-queue-bytes" | "ws-max-message" | "rs-max-payload" => "1KiB",
                 "ws-host" | "rs-host" => "127.0.0.1",
                 "ws-route" => "/x",

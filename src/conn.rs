@@ -58,9 +58,8 @@ struct Queue {
     frames: VecDeque<Bytes>,
     /// Bytes of the head frame already written.
     sent: usize,
-    /// Bytes of the frames behind the head: what counts against the bound,
-    /// so that one frame larger than the bound still reaches a client that
-    /// keeps up.
+    /// Bytes of the frames behind the head: what counts against the bound
+    /// (see [`Queue::over`]).
     waiting: usize,
 }
 
@@ -89,6 +88,13 @@ impl Queue {
             }
             self.push(f.clone());
         }
+    }
+
+    /// Whether more than `limit` bytes wait behind the frame being written.
+    /// One waiting frame may exceed the limit alone: a client that keeps up
+    /// still gets messages larger than the bound, even two in a row.
+    fn over(&self, limit: usize) -> bool {
+        self.waiting > limit && self.frames.len() > 2
     }
 
     /// Marks `n` bytes from the front as written.
@@ -187,7 +193,7 @@ impl Conn {
             return Delivery::Dropped;
         }
         let delivery = self.send(frames, slices, total);
-        if delivery == Delivery::Queued && self.queue.borrow().waiting > self.queue_limit {
+        if delivery == Delivery::Queued && self.queue.borrow().over(self.queue_limit) {
             return Delivery::SlowClosed;
         }
         delivery
@@ -375,7 +381,11 @@ impl<T: AsyncRead> Fill for tokio::io::ReadHalf<T> {
 pub struct TcpWriter(pub Rc<TcpStream>);
 
 impl AsyncWrite for TcpWriter {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
 
@@ -455,7 +465,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(conn: &Conn, mut w: W) -> io::Result<
 }
 
 /// Reads and answers client frames until the client closes or errs.
-async fn read_loop<R: Fill>(conn: &Conn, mut r: R, mut buf: BytesMut, max_message: usize) -> ReadEnd {
+async fn read_loop<R: Fill>(
+    conn: &Conn,
+    mut r: R,
+    mut buf: BytesMut,
+    max_message: usize,
+) -> ReadEnd {
     let mut decoder = Decoder::new(max_message);
     loop {
         loop {
@@ -522,9 +537,14 @@ mod tests {
     }
 
     #[test]
-    fn a_single_big_frame_does_not_count_against_the_bound() {
+    fn big_frames_alone_do_not_count_against_the_bound() {
         let mut q = Queue::default();
         q.push_rest(&frames(&[1 << 20]), 100);
         assert_eq!(q.waiting, 0);
+        q.push(Bytes::from(vec![0u8; 1 << 20]));
+        assert!(!q.over(1000), "one big frame may wait behind the head");
+        q.push(Bytes::from_static(b"x"));
+        assert!(q.over(1000));
+        assert!(!q.over(2 << 20));
     }
 }

@@ -217,7 +217,9 @@ mod tests {
         assert_eq!(norm(&["--ws-insecure=true"]).unwrap(), ["--ws-insecure"]);
         assert_eq!(norm(&["-ws-insecure=1"]).unwrap(), ["--ws-insecure"]);
         assert!(norm(&["-ws-insecure=false"]).unwrap().is_empty());
-        assert!(norm(&["-ws-insecure", "-ws-insecure=F"]).unwrap().is_empty());
+        assert!(norm(&["-ws-insecure", "-ws-insecure=F"])
+            .unwrap()
+            .is_empty());
         assert!(norm(&["-ws-insecure=maybe"])
             .unwrap_err()
             .contains("invalid boolean"));
@@ -233,14 +235,8 @@ mod tests {
 
     #[test]
     fn value_may_start_with_a_dash_or_contain_equals() {
-        assert_eq!(
-            norm(&["-ws-origin", "-x"]).unwrap(),
-            ["--ws-origin", "-x"]
-        );
-        assert_eq!(
-            norm(&["-ws-origin=a=b"]).unwrap(),
-            ["--ws-origin", "a=b"]
-        );
+        assert_eq!(norm(&["-ws-origin", "-x"]).unwrap(), ["--ws-origin", "-x"]);
+        assert_eq!(norm(&["-ws-origin=a=b"]).unwrap(), ["--ws-origin", "a=b"]);
     }
 
     #[test]

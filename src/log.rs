@@ -65,10 +65,11 @@ impl Drain for Lines {
         }
         let line = format_line(record, values);
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = io::stdout().lock().write_all(line.as_bytes());
+        // The file first: whoever sees a line on stdout finds it there too.
         if let Some(f) = file.as_mut() {
             f.write(line.as_bytes());
         }
+        let _ = io::stdout().lock().write_all(line.as_bytes());
         Ok(())
     }
 }
@@ -80,7 +81,10 @@ impl LogFile {
         match self.file.write_all(line) {
             Ok(()) if self.failing => {
                 self.failing = false;
-                eprintln!("[pubsocketd] log file {} is writable again", self.path.display());
+                eprintln!(
+                    "[pubsocketd] log file {} is writable again",
+                    self.path.display()
+                );
             }
             Ok(()) => {}
             Err(e) if !self.failing => {
@@ -183,6 +187,9 @@ mod tests {
     #[test]
     fn unwritable_log_file_is_a_clear_error() {
         let e = logger(Level::Info, Some(Path::new("/nonexistent/dir/p.log"))).unwrap_err();
-        assert!(e.starts_with("cannot open -ps-log-file /nonexistent/dir/p.log"), "{e}");
+        assert!(
+            e.starts_with("cannot open -ps-log-file /nonexistent/dir/p.log"),
+            "{e}"
+        );
     }
 }

@@ -67,7 +67,10 @@ mod tests {
     #[test]
     fn nofile_soft_reaches_hard() {
         let (_, after) = raise_nofile().unwrap();
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
         assert_eq!(after, lim.rlim_max);
     }

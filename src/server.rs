@@ -74,18 +74,26 @@ fn start(cfg: Config) -> Result<i32, String> {
     Ok(rt.block_on(async move {
         let mut signals = Signals::new().expect("signal handlers");
         let sub = tokio::spawn(subscriber.run());
-        let beat = cfg.heartbeat.map(|every| tokio::spawn(heartbeat(hub, every)));
+        let beat = cfg
+            .heartbeat
+            .map(|every| tokio::spawn(heartbeat(hub, every)));
         let name = signals.next().await;
-        info!(log, "[shutdown] {name}: no new clients; closing {} clients with 1001 (up to {:?})",
-            stats.open.load(std::sync::atomic::Ordering::Relaxed), cfg.shutdown_timeout);
+        info!(
+            log,
+            "[shutdown] {name}: no new clients; closing {} clients with 1001 (up to {:?})",
+            stats.open.load(std::sync::atomic::Ordering::Relaxed),
+            cfg.shutdown_timeout
+        );
         sub.abort();
         if let Some(b) = beat {
             b.abort();
         }
         let _ = stop.send(true);
-        let join = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| {
-            let _ = w.join();
-        }));
+        let join = tokio::task::spawn_blocking(move || {
+            workers.into_iter().for_each(|w| {
+                let _ = w.join();
+            })
+        });
         tokio::select! {
             _ = join => {
                 info!(log, "[shutdown] done: {}", stats.summary());
@@ -93,7 +101,9 @@ fn start(cfg: Config) -> Result<i32, String> {
             }
             name = signals.next() => {
                 warn!(log, "[shutdown] second {name}: exiting now");
-                1
+                // Not through the runtime's drop, which would wait for the
+                // workers' join.
+                std::process::exit(1)
             }
         }
     }))
@@ -111,13 +121,24 @@ fn log_init(
         OriginPolicy::Any => "in INSECURE MODE which is not advised for production use".to_string(),
         OriginPolicy::List(list) => format!(
             "from {}",
-            list.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+            list.iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let scheme = if tls { "wss" } else { "ws" };
-    info!(log, "[init] listening for websocket requests on {local}{}, {from}", cfg.route);
-    info!(log, "[init] listening for pubsub messages from {}:{} sent to the {} channel",
-        cfg.redis_host, cfg.redis_port, cfg.channel);
+    info!(
+        log,
+        "[init] listening for websocket requests on {local}{}, {from}", cfg.route
+    );
+    info!(
+        log,
+        "[init] listening for pubsub messages from {}:{} sent to the {} channel",
+        cfg.redis_host,
+        cfg.redis_port,
+        cfg.channel
+    );
     match nofile {
         Ok((before, after)) => info!(log, "[init] {} workers serving {scheme}://; open file limit {after} (raised from {before}): room for about {} clients",
             cfg.workers, after.saturating_sub(RESERVED_FDS)),

@@ -37,7 +37,10 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("invalid PEM in -tls-cert {}: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("no PEM certificate in -tls-cert {}", path.display()));
+        return Err(format!(
+            "no PEM certificate in -tls-cert {}",
+            path.display()
+        ));
     }
     Ok(certs)
 }
@@ -59,7 +62,10 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not pem\n").unwrap();
         let e = acceptor(&missing, &empty).err().unwrap();
-        assert!(e.starts_with("cannot read -tls-cert ") && e.contains("nope.pem"), "{e}");
+        assert!(
+            e.starts_with("cannot read -tls-cert ") && e.contains("nope.pem"),
+            "{e}"
+        );
         let e = acceptor(&empty, &empty).err().unwrap();
         assert!(e.starts_with("no PEM certificate in -tls-cert"), "{e}");
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();

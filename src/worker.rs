@@ -175,7 +175,8 @@ impl Worker {
                 Delivery::Dropped => {}
             }
         }
-        self.delivered.set(self.delivered.get() + reached * batch.len() as u64);
+        self.delivered
+            .set(self.delivered.get() + reached * batch.len() as u64);
         self.bytes.set(self.bytes.get() + reached * total as u64);
     }
 
@@ -199,7 +200,12 @@ impl Worker {
             match c.state() {
                 State::Open if cfg.ping_interval.is_some() => {
                     if now.duration_since(c.last_seen()) > cfg.pong_timeout {
-                        debug!(self.ctx.log, "{}[timeout] no pong or data for {:?}; dropped", c.peer, cfg.pong_timeout);
+                        debug!(
+                            self.ctx.log,
+                            "{}[timeout] no pong or data for {:?}; dropped",
+                            c.peer,
+                            cfg.pong_timeout
+                        );
                         self.ctx.stats.pong_timeout();
                         c.abort();
                     } else if ping_due {
@@ -210,7 +216,9 @@ impl Worker {
                 _ => {}
             }
         }
-        self.ctx.stats.add_deliveries(self.delivered.take(), self.bytes.take());
+        self.ctx
+            .stats
+            .add_deliveries(self.delivered.take(), self.bytes.take());
     }
 
     fn add(&self, c: Rc<Conn>) {
@@ -239,11 +247,16 @@ impl Worker {
         let deadline = Instant::now() + self.ctx.cfg.shutdown_timeout;
         while !self.conns.borrow().is_empty() && Instant::now() < deadline {
             sleep(Duration::from_millis(10)).await;
+            // Clients that never answer the close are dropped after the
+            // grace period, as during normal operation.
+            self.housekeeping();
         }
         for c in self.conns.borrow().iter() {
             c.abort();
         }
-        self.ctx.stats.add_deliveries(self.delivered.take(), self.bytes.take());
+        self.ctx
+            .stats
+            .add_deliveries(self.delivered.take(), self.bytes.take());
     }
 }
 
@@ -323,11 +336,18 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     let result = match outcome {
         Ok(Some(result)) => result,
         Ok(None) => {
-            debug!(ctx.log, "[-][{addr}][handshake] connection ended before a complete request");
+            debug!(
+                ctx.log,
+                "[-][{addr}][handshake] connection ended before a complete request"
+            );
             return None;
         }
         Err(_) => {
-            info!(ctx.log, "[-][{addr}][handshake] refused: no complete request within {:?}", cfg.handshake_timeout);
+            info!(
+                ctx.log,
+                "[-][{addr}][handshake] refused: no complete request within {:?}",
+                cfg.handshake_timeout
+            );
             ctx.stats.refused();
             return None;
         }
@@ -336,7 +356,10 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Some(acc)) => {
             let peer = format!("[{}][{addr}]", acc.real_ip.as_deref().unwrap_or("-"));
             let response = handshake::switching_protocols(&acc.accept);
-            if timeout_at(deadline, stream.write_all(&response)).await.map_or(true, |r| r.is_err()) {
+            if timeout_at(deadline, stream.write_all(&response))
+                .await
+                .map_or(true, |r| r.is_err())
+            {
                 return None;
             }
             info!(ctx.log, "{peer}[connect] OK");
@@ -345,7 +368,10 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(None) => unreachable!("partial requests loop above"),
         Err(refusal) => {
             let real_ip = refusal.real_ip.as_deref().unwrap_or("-");
-            info!(ctx.log, "[{real_ip}][{addr}][handshake] refused: {} {}", refusal.status, refusal.reason);
+            info!(
+                ctx.log,
+                "[{real_ip}][{addr}][handshake] refused: {} {}", refusal.status, refusal.reason
+            );
             ctx.stats.refused();
             answer_and_close(stream, &refusal.response()).await;
             None

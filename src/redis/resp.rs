@@ -159,7 +159,9 @@ fn bulk_len(buf: &[u8], at: usize) -> Result<Option<(usize, usize)>, RespError> 
     if text.is_empty() || text.len() > MAX_LEN_DIGITS || !text.iter().all(u8::is_ascii_digit) {
         return Err(RespError("invalid bulk length in a message push".into()));
     }
-    let len = text.iter().fold(0usize, |n, d| n * 10 + (d - b'0') as usize);
+    let len = text
+        .iter()
+        .fold(0usize, |n, d| n * 10 + (d - b'0') as usize);
     match digits.get(end + 1) {
         None => Ok(None),
         Some(b'\n') => Ok(Some((len, at + 1 + end + 2))),

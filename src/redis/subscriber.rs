@@ -11,8 +11,8 @@ use crate::ws::frame;
 use bytes::{Buf, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
 use slog::{debug, info, warn, Logger};
-use std::sync::atomic::Ordering::Relaxed;
 use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,7 +78,11 @@ impl Subscriber {
     }
 
     /// Reads until the connection fails, relaying messages.
-    async fn relay(&self, sock: &mut TcpStream, backoff: &mut Backoff) -> Result<Infallible, Failure> {
+    async fn relay(
+        &self,
+        sock: &mut TcpStream,
+        backoff: &mut Backoff,
+    ) -> Result<Infallible, Failure> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut reader = PushReader::new(self.cfg.max_payload);
         let keepalive = self.cfg.keepalive;
@@ -141,11 +145,13 @@ impl Subscriber {
     /// The frame for one payload, or `None` when it is dropped.
     fn encode(&self, payload: &[u8]) -> Option<bytes::Bytes> {
         self.stats.received.fetch_add(1, Relaxed);
-        if self.cfg.json_only
-            && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err()
-        {
+        if self.cfg.json_only && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
             self.stats.dropped.fetch_add(1, Relaxed);
-            warn!(self.log, "[redis] failed to parse JSON; dropped a {}-byte message (-ws-json-only)", payload.len());
+            warn!(
+                self.log,
+                "[redis] failed to parse JSON; dropped a {}-byte message (-ws-json-only)",
+                payload.len()
+            );
             return None;
         }
         Some(frame::message(payload))
@@ -156,7 +162,12 @@ impl Subscriber {
         match reply {
             BytesFrame::Array(items) => match items.first() {
                 Some(BytesFrame::BulkString(kind)) if kind.as_ref() == b"subscribe" => {
-                    info!(self.log, "[redis] subscribed to the {} channel on {}", self.cfg.channel, self.addr());
+                    info!(
+                        self.log,
+                        "[redis] subscribed to the {} channel on {}",
+                        self.cfg.channel,
+                        self.addr()
+                    );
                     backoff.reset();
                     Ok(())
                 }
@@ -240,6 +251,9 @@ mod tests {
 
     #[test]
     fn command_encoding() {
-        assert_eq!(command(&[b"SUBSCRIBE", b"ch"]), b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n");
+        assert_eq!(
+            command(&[b"SUBSCRIBE", b"ch"]),
+            b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n"
+        );
     }
 }

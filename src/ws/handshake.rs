@@ -101,11 +101,7 @@ pub fn accept_key(key: &[u8]) -> String {
 ///
 /// `Ok(None)` means the head is not complete yet; the caller reads more, or
 /// answers 431 once `buf` holds [`MAX_REQUEST`] bytes (see [`too_large`]).
-pub fn parse(
-    buf: &[u8],
-    route: &str,
-    origins: &OriginPolicy,
-) -> Result<Option<Accepted>, Refusal> {
+pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<Accepted>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(buf) {
@@ -154,7 +150,10 @@ fn check(
     let target = req.path.unwrap_or("");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path != route {
-        return Err(Refusal::new(404, format!("no WebSocket endpoint at {path}")));
+        return Err(Refusal::new(
+            404,
+            format!("no WebSocket endpoint at {path}"),
+        ));
     }
     if req.method != Some("GET") {
         return Err(Refusal::new(405, "only GET can be upgraded"));
@@ -169,10 +168,16 @@ fn check(
         return Err(Refusal::new(426, "this endpoint speaks WebSocket only"));
     }
     if !heads.has_token(b"connection", "upgrade") {
-        return Err(Refusal::new(400, "Connection header lacks the upgrade token"));
+        return Err(Refusal::new(
+            400,
+            "Connection header lacks the upgrade token",
+        ));
     }
     if heads.one(b"sec-websocket-version").map(trim) != Some(&b"13"[..]) {
-        return Err(Refusal::new(426, "unsupported Sec-WebSocket-Version (13 only)"));
+        return Err(Refusal::new(
+            426,
+            "unsupported Sec-WebSocket-Version (13 only)",
+        ));
     }
     let key = match heads.all(b"sec-websocket-key") {
         (1, Some(key)) => trim(key),
@@ -180,7 +185,10 @@ fn check(
         _ => return Err(Refusal::new(400, "repeated Sec-WebSocket-Key")),
     };
     if !valid_key(key) {
-        return Err(Refusal::new(400, "Sec-WebSocket-Key is not 16 bytes of base64"));
+        return Err(Refusal::new(
+            400,
+            "Sec-WebSocket-Key is not 16 bytes of base64",
+        ));
     }
     let origin = match heads.all(b"origin") {
         (0 | 1, value) => value,
@@ -284,7 +292,10 @@ mod tests {
         assert_eq!(status(&req("").replace("/ws?x=1", "/other")), 404);
         assert_eq!(status(&req("").replace("GET", "POST")), 405);
         assert_eq!(status(&req("").replace("Upgrade: WebSocket\r\n", "")), 426);
-        assert_eq!(status(&req("").replace("keep-alive, Upgrade", "close")), 400);
+        assert_eq!(
+            status(&req("").replace("keep-alive, Upgrade", "close")),
+            400
+        );
         let v8 = req("").replace("Version: 13", "Version: 8");
         assert_eq!(status(&v8), 426);
         let refusal = parse(v8.as_bytes(), "/ws", &allow()).unwrap_err();
@@ -292,13 +303,25 @@ mod tests {
         assert!(resp.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(resp.contains("Sec-WebSocket-Version: 13\r\n"));
         assert_eq!(status(&req("").replace(KEY, "c2hvcnQ=")), 400);
-        assert_eq!(status(&req("").replace(KEY, "!!!!!!!!!!!!!!!!!!!!!!==")), 400);
-        assert_eq!(status(&req("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n")), 400);
+        assert_eq!(
+            status(&req("").replace(KEY, "!!!!!!!!!!!!!!!!!!!!!!==")),
+            400
+        );
+        assert_eq!(
+            status(&req("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n")),
+            400
+        );
         assert_eq!(status(&req("").replace("Host: h\r\n", "")), 400);
         assert_eq!(status(&req("").replace("HTTP/1.1", "HTTP/1.0")), 400);
-        assert_eq!(status(&req("").replace("http://A.example:80", "http://b.example")), 403);
+        assert_eq!(
+            status(&req("").replace("http://A.example:80", "http://b.example")),
+            403
+        );
         assert_eq!(status(&req("").replace("http://A.example:80", "null")), 403);
-        assert_eq!(status(&req("").replace("Origin: http://A.example:80\r\n", "")), 403);
+        assert_eq!(
+            status(&req("").replace("Origin: http://A.example:80\r\n", "")),
+            403
+        );
         assert_eq!(status("\x16\x03\x01\x02\x00garbage\r\n\r\n"), 400);
     }
 

@@ -179,7 +179,9 @@ mod tests {
     #[test]
     fn serialisation_and_ipv6() {
         assert_eq!(
-            Origin::parse("HTTPS://Example.COM:443/").unwrap().to_string(),
+            Origin::parse("HTTPS://Example.COM:443/")
+                .unwrap()
+                .to_string(),
             "https://example.com"
         );
         let v6 = Origin::parse("http://[::1]:8000").unwrap();

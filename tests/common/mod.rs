@@ -1,0 +1,3 @@
+#![allow(dead_code)]
+pub mod redis;
+pub mod relay;
