@@ -28,8 +28,11 @@ pub const VALUE_FLAGS: &[&str] = &[
     "ws-max-message",
     "rs-max-payload",
     "rs-keepalive",
+    "ws-max-connections",
     "workers",
     "shutdown-timeout",
+    "metrics-addr",
+    "log-format",
 ];
 
 /// Every boolean flag, for the Go-spelling normaliser.
@@ -117,6 +120,17 @@ pub struct Args {
     /// PEM private key; with -tls-cert, serve wss:// (default none)
     #[argh(option)]
     pub tls_key: Option<PathBuf>,
+    /// most WebSocket clients at once; past it the handshake gets 503
+    /// (default 0: the open file limit minus a reserve)
+    #[argh(option, default = "0")]
+    pub ws_max_connections: usize,
+    /// serve /metrics (Prometheus), /healthz and /readyz on this address,
+    /// e.g. 127.0.0.1:9100 (default none: off)
+    #[argh(option)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// log line format: text or json (default text)
+    #[argh(option, default = "LogFormat::Text", from_str_fn(log_format))]
+    pub log_format: LogFormat,
     /// log level: error, warn, info or debug (default info)
     #[argh(option, default = "slog::Level::Info", from_str_fn(level))]
     pub log_level: slog::Level,
@@ -153,6 +167,10 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_level: slog::Level,
+    pub log_format: LogFormat,
+    /// 0 until the server resolves it from the open file limit.
+    pub max_connections: usize,
+    pub metrics_addr: Option<SocketAddr>,
     pub workers: usize,
     pub shutdown_timeout: Duration,
 }
@@ -227,9 +245,57 @@ impl Config {
             log_file: a.ps_log_file,
             tls,
             log_level: a.log_level,
+            log_format: a.log_format,
+            max_connections: a.ws_max_connections,
+            metrics_addr: a.metrics_addr,
             workers,
             shutdown_timeout: a.shutdown_timeout,
         })
+    }
+}
+
+impl Config {
+    /// The effective settings as `flag=value` pairs, for the start-up log.
+    /// (No flag holds a secret today; one that does must be redacted here.)
+    pub fn describe(&self) -> String {
+        let origins = match &self.origins {
+            OriginPolicy::Any => "*".to_string(),
+            OriginPolicy::List(l) => l
+                .iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let opt = |d: Option<Duration>| d.map_or("off".to_string(), |d| format!("{d:?}"));
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("none".into(), |p| p.display().to_string())
+        };
+        format!(
+            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-connections={} ws-json-only={} rs-addr={}:{} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={:?} workers={} shutdown-timeout={:?} metrics-addr={}",
+            self.listen,
+            self.route,
+            opt(self.heartbeat),
+            opt(self.ping_interval),
+            self.pong_timeout,
+            self.handshake_timeout,
+            self.queue_bytes,
+            self.max_message,
+            self.max_connections,
+            self.json_only,
+            self.redis_host,
+            self.redis_port,
+            self.channel,
+            self.max_payload,
+            self.keepalive,
+            path(&self.log_file),
+            self.tls.as_ref().map_or("off".into(), |(c, _)| format!("on ({})", c.display())),
+            self.log_level.as_str().to_ascii_lowercase(),
+            self.log_format,
+            self.workers,
+            self.shutdown_timeout,
+            self.metrics_addr.map_or("off".into(), |a| a.to_string()),
+        )
     }
 }
 
@@ -289,6 +355,23 @@ pub fn size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `[pubsocketd] 2026/11/28 13:43:50 INFO message`, as the original.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+fn log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("invalid log format {s:?} (text or json)")),
+    }
+}
+
 /// Parses `-log-level`.
 fn level(s: &str) -> Result<slog::Level, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -337,7 +420,9 @@ mod tests {
     fn every_value_flag_is_known_to_argh() {
         for flag in VALUE_FLAGS {
             let value = match *flag {
-                "ws-port" | "rs-port" | "workers" => "1",
+                "ws-port" | "rs-port" | "workers" | "ws-max-connections" => "1",
+                "metrics-addr" => "127.0.0.1:0",
+                "log-format" => "json",
                 "log-level" => "debug",
                 "ws-ping-interval" => "10s",
                 f if f.contains("interval") || f.contains("timeout") || f == "rs-keepalive" => {

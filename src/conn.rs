@@ -181,6 +181,12 @@ impl Conn {
         self.last_seen.get()
     }
 
+    /// Bytes queued for this client (what the socket has not taken yet).
+    pub fn queued(&self) -> usize {
+        let q = self.queue.borrow();
+        q.frames.front().map_or(0, |f| f.len() - q.sent) + q.waiting
+    }
+
     /// Bytes waiting behind the frame being written.
     pub fn waiting(&self) -> usize {
         self.queue.borrow().waiting

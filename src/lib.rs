@@ -8,8 +8,11 @@
 pub mod config;
 pub mod conn;
 pub mod flags;
+/// Fuzz properties, shared by the `fuzz/` targets and `tests/fuzz_corpus.rs`.
+pub mod fuzzing;
 pub mod hub;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod redis;
 pub mod server;

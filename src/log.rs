@@ -4,33 +4,63 @@
 //! Each line goes to stdout and, with `-ps-log-file`, is appended to that
 //! file too: the same line in both. A file that fails later (disk full) is
 //! reported once on stderr and the relay keeps serving; logging is never
-//! on the per-message path.
+//! on the per-message path. `-log-format=json` writes one JSON object per
+//! line instead; SIGHUP reopens the file (for logrotate) through
+//! [`LogHandle::reopen`].
 
+use crate::config::LogFormat;
 use slog::{Drain, Level, Never, OwnedKVList, Record, KV};
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// Builds the root logger. Fails when the log file cannot be opened.
-pub fn logger(level: Level, file: Option<&Path>) -> Result<slog::Logger, String> {
+/// Builds the root logger, and the handle that reopens its file. Fails
+/// when the log file cannot be opened.
+pub fn logger(
+    level: Level,
+    format: LogFormat,
+    file: Option<&Path>,
+) -> Result<(slog::Logger, LogHandle), String> {
     let file = file
         .map(|path| {
             open_append(path)
-                .map(|f| (f, path.to_path_buf()))
+                .map(|f| LogFile {
+                    file: f,
+                    path: path.to_path_buf(),
+                    failing: false,
+                })
                 .map_err(|e| format!("cannot open -ps-log-file {}: {e}", path.display()))
         })
         .transpose()?;
+    let file = Arc::new(Mutex::new(file));
     let drain = Lines {
         level,
-        file: Mutex::new(file.map(|(f, path)| LogFile {
-            file: f,
-            path,
-            failing: false,
-        })),
+        format,
+        file: file.clone(),
     };
-    Ok(slog::Logger::root(drain, slog::o!()))
+    Ok((slog::Logger::root(drain, slog::o!()), LogHandle(file)))
+}
+
+/// Reopens the log file after logrotate moved it.
+#[derive(Clone)]
+pub struct LogHandle(Arc<Mutex<Option<LogFile>>>);
+
+impl LogHandle {
+    /// Opens the file's path anew; on failure keeps the old file and says
+    /// why.
+    pub fn reopen(&self) -> Result<(), String> {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(current) = guard.as_mut() else {
+            return Ok(());
+        };
+        let f = open_append(&current.path)
+            .map_err(|e| format!("cannot reopen {}: {e}", current.path.display()))?;
+        current.file = f;
+        current.failing = false;
+        Ok(())
+    }
 }
 
 /// Opens for appending, creating the file with mode 0660 as the original.
@@ -52,7 +82,8 @@ struct LogFile {
 /// The drain: formats a line once, writes it to stdout and the file.
 struct Lines {
     level: Level,
-    file: Mutex<Option<LogFile>>,
+    format: LogFormat,
+    file: Arc<Mutex<Option<LogFile>>>,
 }
 
 impl Drain for Lines {
@@ -63,7 +94,10 @@ impl Drain for Lines {
         if !record.level().is_at_least(self.level) {
             return Ok(());
         }
-        let line = format_line(record, values);
+        let line = match self.format {
+            LogFormat::Text => format_line(record, values),
+            LogFormat::Json => json_line(record, values),
+        };
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         // The file first: whoever sees a line on stdout finds it there too.
         if let Some(f) = file.as_mut() {
@@ -115,6 +149,41 @@ fn format_line(record: &Record<'_>, values: &OwnedKVList) -> String {
     line
 }
 
+fn json_line(record: &Record<'_>, values: &OwnedKVList) -> String {
+    let mut obj = serde_json::Map::new();
+    obj.insert("ts".into(), rfc3339(std::time::SystemTime::now()).into());
+    obj.insert("level".into(), level_name(record.level()).into());
+    obj.insert("msg".into(), record.msg().to_string().into());
+    let mut kv = KvJson(&mut obj);
+    let _ = record.kv().serialize(record, &mut kv);
+    let _ = values.serialize(record, &mut kv);
+    let mut line = serde_json::Value::Object(obj).to_string();
+    line.push('\n');
+    line
+}
+
+/// The level names log shippers expect.
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Critical => "critical",
+        Level::Error => "error",
+        Level::Warning => "warn",
+        Level::Info => "info",
+        Level::Debug => "debug",
+        Level::Trace => "trace",
+    }
+}
+
+/// Adds key-value pairs as JSON string fields.
+struct KvJson<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl slog::Serializer for KvJson<'_> {
+    fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments<'_>) -> slog::Result {
+        self.0.insert(key.to_string(), val.to_string().into());
+        Ok(())
+    }
+}
+
 /// Appends ` key=value` pairs.
 struct KvText<'a>(&'a mut String);
 
@@ -138,6 +207,11 @@ pub fn timestamp(t: std::time::SystemTime) -> String {
         rem / 60 % 60,
         rem % 60
     )
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, for JSON lines.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    timestamp(t).replace('/', "-").replace(' ', "T") + "Z"
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
@@ -172,7 +246,7 @@ mod tests {
     fn same_line_in_stdout_and_file_and_level_filter() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.log");
-        let log = logger(Level::Info, Some(&path)).unwrap();
+        let (log, _) = logger(Level::Info, LogFormat::Text, Some(&path)).unwrap();
         slog::info!(log, "[init] hello"; "k" => 1);
         slog::debug!(log, "hidden");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -186,10 +260,42 @@ mod tests {
 
     #[test]
     fn unwritable_log_file_is_a_clear_error() {
-        let e = logger(Level::Info, Some(Path::new("/nonexistent/dir/p.log"))).unwrap_err();
+        let e = logger(
+            Level::Info,
+            LogFormat::Text,
+            Some(Path::new("/nonexistent/dir/p.log")),
+        )
+        .err()
+        .unwrap();
         assert!(
             e.starts_with("cannot open -ps-log-file /nonexistent/dir/p.log"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_parse_and_reopen_follows_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.log");
+        let (log, handle) = logger(Level::Info, LogFormat::Json, Some(&path)).unwrap();
+        slog::warn!(log, "[redis] lost \"quoted\""; "attempt" => 3);
+        let moved = dir.path().join("p.log.1");
+        std::fs::rename(&path, &moved).unwrap();
+        handle.reopen().unwrap();
+        slog::info!(log, "after rotation");
+        let first: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&moved).unwrap().trim()).unwrap();
+        assert_eq!(first["level"], "warn");
+        assert_eq!(first["msg"], "[redis] lost \"quoted\"");
+        assert_eq!(first["attempt"], "3");
+        assert!(first["ts"].as_str().unwrap().ends_with('Z'));
+        let second: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+        assert_eq!(second["msg"], "after rotation");
     }
 }

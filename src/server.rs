@@ -1,4 +1,4 @@
-//! Start-up, the main runtime (subscriber, heartbeat, signals) and
+//! Start-up, the main runtime (subscriber, heartbeat, metrics, signals) and
 //! graceful shutdown. Workers run on their own threads.
 
 use crate::config::Config;
@@ -7,15 +7,17 @@ use crate::redis::subscriber::Subscriber;
 use crate::stats::Stats;
 use crate::ws::frame;
 use crate::ws::origin::OriginPolicy;
-use crate::{log, net, tls, worker};
+use crate::{log, metrics, net, tls, worker};
 use slog::{info, warn, Logger};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 /// Descriptors kept for other uses than clients (listeners, Redis, log
-/// file, runtime internals), when telling how many clients fit.
-const RESERVED_FDS: u64 = 32;
+/// file, runtime internals, handshakes in progress), when telling how many
+/// clients fit.
+const RESERVED_FDS: u64 = 64;
 
 /// The original's heartbeat: the JSON encoding of the string
 /// `{"heartbeat": 1}`, i.e. a quoted, escaped string, as a text frame.
@@ -34,19 +36,33 @@ pub fn run(cfg: Config) -> i32 {
     }
 }
 
-fn start(cfg: Config) -> Result<i32, String> {
-    let log = log::logger(cfg.log_level, cfg.log_file.as_deref())?;
+fn start(mut cfg: Config) -> Result<i32, String> {
+    let (log, log_file) = log::logger(cfg.log_level, cfg.log_format, cfg.log_file.as_deref())?;
     let tls = match &cfg.tls {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
     let nofile = net::raise_nofile();
+    if cfg.max_connections == 0 {
+        cfg.max_connections = match &nofile {
+            Ok((_, limit)) => limit.saturating_sub(RESERVED_FDS).max(1) as usize,
+            Err(_) => usize::MAX,
+        };
+    }
     let listeners = net::listeners(cfg.listen, cfg.workers)
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
-    log_init(&log, &cfg, local, nofile, tls.is_some());
+    let metrics_listener = cfg.metrics_addr.map(bind_metrics).transpose()?;
+    log_init(&log, &cfg, local, &nofile, tls.is_some());
+    if let Some(l) = &metrics_listener {
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        info!(
+            log,
+            "[init] metrics on http://{addr}/metrics, health on /healthz and /readyz"
+        );
+    }
 
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::new(cfg.workers));
     let (hub, receivers) = Hub::new(cfg.workers);
     let (stop, stopped) = watch::channel(false);
     let ctx = Arc::new(worker::Context {
@@ -71,17 +87,34 @@ fn start(cfg: Config) -> Result<i32, String> {
         log: log.clone(),
         stats: stats.clone(),
     };
+    let info = Arc::new(metrics::Info {
+        channel: cfg.channel.clone(),
+        max_connections: cfg.max_connections,
+        workers: cfg.workers,
+    });
     Ok(rt.block_on(async move {
         let mut signals = Signals::new().expect("signal handlers");
         let sub = tokio::spawn(subscriber.run());
         let beat = cfg
             .heartbeat
             .map(|every| tokio::spawn(heartbeat(hub, every)));
-        let name = signals.next().await;
+        if let Some(l) = metrics_listener {
+            let l = tokio::net::TcpListener::from_std(l).expect("metrics listener");
+            tokio::spawn(metrics::serve(l, stats.clone(), info, log.clone()));
+        }
+        let name = loop {
+            match signals.next().await {
+                "SIGHUP" => match log_file.reopen() {
+                    Ok(()) => info!(log, "[log] SIGHUP: log file reopened"),
+                    Err(e) => warn!(log, "[log] SIGHUP: {e}; still writing the old file"),
+                },
+                name => break name,
+            }
+        };
         info!(
             log,
             "[shutdown] {name}: no new clients; closing {} clients with 1001 (up to {:?})",
-            stats.open.load(std::sync::atomic::Ordering::Relaxed),
+            stats.open.load(Relaxed),
             cfg.shutdown_timeout
         );
         sub.abort();
@@ -99,7 +132,7 @@ fn start(cfg: Config) -> Result<i32, String> {
                 info!(log, "[shutdown] done: {}", stats.summary());
                 0
             }
-            name = signals.next() => {
+            name = signals.next_stop() => {
                 warn!(log, "[shutdown] second {name}: exiting now");
                 // Not through the runtime's drop, which would wait for the
                 // workers' join.
@@ -109,12 +142,19 @@ fn start(cfg: Config) -> Result<i32, String> {
     }))
 }
 
-/// The `[init]` lines, in the original's words, plus the client cap.
+fn bind_metrics(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .map_err(|e| format!("cannot listen on -metrics-addr {addr}: {e}"))
+}
+
+/// The `[init]` lines, in the original's words, plus the client cap and
+/// the effective configuration.
 fn log_init(
     log: &Logger,
     cfg: &Config,
     local: std::net::SocketAddr,
-    nofile: std::io::Result<(u64, u64)>,
+    nofile: &std::io::Result<(u64, u64)>,
     tls: bool,
 ) {
     let from = match &cfg.origins {
@@ -140,10 +180,20 @@ fn log_init(
         cfg.channel
     );
     match nofile {
-        Ok((before, after)) => info!(log, "[init] {} workers serving {scheme}://; open file limit {after} (raised from {before}): room for about {} clients",
-            cfg.workers, after.saturating_sub(RESERVED_FDS)),
-        Err(e) => warn!(log, "[init] {} workers serving {scheme}://; cannot read the open file limit: {e}", cfg.workers),
+        Ok((before, after)) => info!(
+            log,
+            "[init] {} workers serving {scheme}://; open file limit {after} (raised from {before}): room for about {} clients; accepting at most {}",
+            cfg.workers,
+            after.saturating_sub(RESERVED_FDS),
+            cfg.max_connections
+        ),
+        Err(e) => warn!(
+            log,
+            "[init] {} workers serving {scheme}://; cannot read the open file limit: {e}",
+            cfg.workers
+        ),
     }
+    info!(log, "[init] config: {}", cfg.describe());
 }
 
 /// Sends the original's heartbeat message to every client every `every`.
@@ -156,10 +206,11 @@ async fn heartbeat(hub: Hub, every: std::time::Duration) {
     }
 }
 
-/// SIGTERM and SIGINT.
+/// SIGTERM and SIGINT (stop), SIGHUP (reopen the log file).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -167,6 +218,7 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
@@ -175,6 +227,17 @@ impl Signals {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+
+    /// Waits for the next SIGTERM or SIGINT.
+    async fn next_stop(&mut self) -> &'static str {
+        loop {
+            match self.next().await {
+                "SIGHUP" => continue,
+                name => return name,
+            }
         }
     }
 }

@@ -1,37 +1,100 @@
-//! Process-wide counters.
+//! Process-wide counters, read by `/metrics` and the shutdown summary.
 //!
-//! Rare events (a connection opening, a slow consumer closed) update these
-//! atomics directly; per-delivery counts are kept in plain per-worker cells
-//! and added here once per worker tick, so no atomic is touched per
-//! delivered message.
+//! Rare events (a connection opening, a refusal, a slow consumer) update
+//! shared atomics directly. Per-delivery counts live in [`WorkerCounters`]:
+//! one cache-line-aligned block per worker, written only by that worker
+//! (a plain load and store, no locked read-modify-write) once per batch,
+//! and summed when scraped. Nothing is shared between cores on the
+//! delivery path.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-#[derive(Debug, Default)]
+/// Handshake refusals by HTTP status; `0` stands for the deadline.
+pub const REFUSAL_STATUSES: [u16; 9] = [400, 403, 404, 405, 426, 431, 503, 408, 0];
+
+#[derive(Debug)]
 pub struct Stats {
     pub open: AtomicU64,
     pub accepted: AtomicU64,
-    pub refused: AtomicU64,
+    refused: [AtomicU64; REFUSAL_STATUSES.len()],
     pub slow_closed: AtomicU64,
     pub pong_timeouts: AtomicU64,
-    pub deliveries: AtomicU64,
-    pub bytes: AtomicU64,
     pub received: AtomicU64,
     pub dropped: AtomicU64,
+    pub redis_reconnects: AtomicU64,
+    pub redis_up: AtomicBool,
+    pub workers: Box<[WorkerCounters]>,
+}
+
+/// One worker's delivery counters, alone on their cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerCounters {
+    deliveries: AtomicU64,
+    bytes: AtomicU64,
+    queued_bytes: AtomicU64,
+}
+
+impl WorkerCounters {
+    /// Adds a batch's deliveries. Only the owning worker calls this, so a
+    /// load and a store suffice.
+    pub fn add(&self, deliveries: u64, bytes: u64) {
+        self.deliveries
+            .store(self.deliveries.load(Relaxed) + deliveries, Relaxed);
+        self.bytes.store(self.bytes.load(Relaxed) + bytes, Relaxed);
+    }
+
+    /// Bytes waiting in this worker's client queues (set once per tick).
+    pub fn set_queued(&self, bytes: u64) {
+        self.queued_bytes.store(bytes, Relaxed);
+    }
 }
 
 impl Stats {
-    pub fn opened(&self) {
-        self.open.fetch_add(1, Relaxed);
+    pub fn new(workers: usize) -> Stats {
+        Stats {
+            open: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            refused: Default::default(),
+            slow_closed: AtomicU64::new(0),
+            pong_timeouts: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            redis_reconnects: AtomicU64::new(0),
+            redis_up: AtomicBool::new(false),
+            workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
+        }
+    }
+
+    /// Takes one of `max` connection places; false when all are taken.
+    pub fn try_open(&self, max: usize) -> bool {
+        if self.open.fetch_add(1, Relaxed) >= max as u64 {
+            self.open.fetch_sub(1, Relaxed);
+            return false;
+        }
         self.accepted.fetch_add(1, Relaxed);
+        true
     }
 
     pub fn closed(&self) {
         self.open.fetch_sub(1, Relaxed);
     }
 
-    pub fn refused(&self) {
-        self.refused.fetch_add(1, Relaxed);
+    /// Counts a refused handshake by status (`0` for the deadline).
+    pub fn refused(&self, status: u16) {
+        let i = REFUSAL_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(0);
+        self.refused[i].fetch_add(1, Relaxed);
+    }
+
+    /// Refusals for each of [`REFUSAL_STATUSES`].
+    pub fn refusals(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        REFUSAL_STATUSES
+            .iter()
+            .zip(&self.refused)
+            .map(|(s, n)| (*s, n.load(Relaxed)))
     }
 
     /// Counts a slow consumer; returns the count so far.
@@ -43,25 +106,50 @@ impl Stats {
         self.pong_timeouts.fetch_add(1, Relaxed);
     }
 
-    pub fn add_deliveries(&self, deliveries: u64, bytes: u64) {
-        if deliveries > 0 {
-            self.deliveries.fetch_add(deliveries, Relaxed);
-            self.bytes.fetch_add(bytes, Relaxed);
-        }
+    /// (deliveries, bytes, queued bytes) summed over the workers.
+    pub fn deliveries(&self) -> (u64, u64, u64) {
+        self.workers.iter().fold((0, 0, 0), |(d, b, q), w| {
+            (
+                d + w.deliveries.load(Relaxed),
+                b + w.bytes.load(Relaxed),
+                q + w.queued_bytes.load(Relaxed),
+            )
+        })
     }
 
     /// One line for the shutdown log.
     pub fn summary(&self) -> String {
+        let (deliveries, bytes, _) = self.deliveries();
+        let refused: u64 = self.refusals().map(|(_, n)| n).sum();
         format!(
-            "{} messages received, {} dropped; {} deliveries ({} bytes); {} clients accepted, {} refused, {} closed as slow consumers, {} timed out",
+            "{} messages received, {} dropped; {deliveries} deliveries ({bytes} bytes); {} clients accepted, {refused} refused, {} closed as slow consumers, {} timed out; {} Redis reconnects",
             self.received.load(Relaxed),
             self.dropped.load(Relaxed),
-            self.deliveries.load(Relaxed),
-            self.bytes.load(Relaxed),
             self.accepted.load(Relaxed),
-            self.refused.load(Relaxed),
             self.slow_closed.load(Relaxed),
             self.pong_timeouts.load(Relaxed),
+            self.redis_reconnects.load(Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_counters_sum_on_read() {
+        let s = Stats::new(3);
+        s.workers[0].add(10, 100);
+        s.workers[2].add(5, 50);
+        s.workers[2].add(1, 10);
+        s.workers[1].set_queued(7);
+        assert_eq!(s.deliveries(), (16, 160, 7));
+        s.refused(403);
+        s.refused(0);
+        s.refused(403);
+        let r: Vec<_> = s.refusals().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(r, [(403, 2), (0, 1)]);
+        assert_eq!(std::mem::align_of::<WorkerCounters>(), 128);
     }
 }

@@ -9,8 +9,9 @@
 
 use crate::config::Config;
 use crate::conn::{self, Conn, Delivery, State, TcpReader, TcpWriter, MAX_IOV};
-use crate::stats::Stats;
-use crate::ws::{frame, handshake};
+use crate::stats::{Stats, WorkerCounters};
+use crate::ws::frame;
+use crate::ws::handshake::{self, Refusal};
 use bytes::{Bytes, BytesMut};
 use slog::{debug, info, warn, Logger};
 use std::cell::{Cell, RefCell};
@@ -52,10 +53,8 @@ struct Worker {
     conns: RefCell<Vec<Rc<Conn>>>,
     frames: Prebuilt,
     next_ping: Cell<Instant>,
-    /// Deliveries and bytes since the last tick: plain cells, summed into
-    /// the shared atomics once per tick.
-    delivered: Cell<u64>,
-    bytes: Cell<u64>,
+    /// This worker's index in `ctx.stats.workers`.
+    id: usize,
 }
 
 /// Runs a worker on its own thread until `shutdown` turns true and its
@@ -75,18 +74,19 @@ pub fn spawn(
                 .build()
                 .expect("worker runtime");
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(listener, frames, shutdown, ctx));
+            local.block_on(&rt, run(id, listener, frames, shutdown, ctx));
         })
 }
 
 async fn run(
+    id: usize,
     listener: std::net::TcpListener,
     mut frames: mpsc::Receiver<Bytes>,
     mut shutdown: watch::Receiver<bool>,
     ctx: Arc<Context>,
 ) {
     let listener = TcpListener::from_std(listener).expect("listener into tokio");
-    let w = Rc::new(Worker::new(ctx));
+    let w = Rc::new(Worker::new(id, ctx));
     let mut batch = Vec::with_capacity(MAX_IOV);
     let mut tick = tokio::time::interval(w.tick_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,7 +133,7 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
 }
 
 impl Worker {
-    fn new(ctx: Arc<Context>) -> Worker {
+    fn new(id: usize, ctx: Arc<Context>) -> Worker {
         let next_ping = Instant::now() + ctx.cfg.ping_interval.unwrap_or_default();
         Worker {
             ctx,
@@ -144,9 +144,12 @@ impl Worker {
                 slow: frame::close(1008, "slow consumer: too many bytes waiting"),
             },
             next_ping: Cell::new(next_ping),
-            delivered: Cell::new(0),
-            bytes: Cell::new(0),
+            id,
         }
+    }
+
+    fn counters(&self) -> &WorkerCounters {
+        &self.ctx.stats.workers[self.id]
     }
 
     /// Fine enough for pings and grace periods, coarse enough to cost
@@ -175,9 +178,8 @@ impl Worker {
                 Delivery::Dropped => {}
             }
         }
-        self.delivered
-            .set(self.delivered.get() + reached * batch.len() as u64);
-        self.bytes.set(self.bytes.get() + reached * total as u64);
+        self.counters()
+            .add(reached * batch.len() as u64, reached * total as u64);
     }
 
     fn close_slow(&self, c: &Conn) {
@@ -196,7 +198,9 @@ impl Worker {
         if let (true, Some(p)) = (ping_due, cfg.ping_interval) {
             self.next_ping.set(now + p);
         }
+        let mut queued = 0;
         for c in self.conns.borrow().iter() {
+            queued += c.queued();
             match c.state() {
                 State::Open if cfg.ping_interval.is_some() => {
                     if now.duration_since(c.last_seen()) > cfg.pong_timeout {
@@ -216,16 +220,13 @@ impl Worker {
                 _ => {}
             }
         }
-        self.ctx
-            .stats
-            .add_deliveries(self.delivered.take(), self.bytes.take());
+        self.counters().set_queued(queued as u64);
     }
 
     fn add(&self, c: Rc<Conn>) {
         let mut conns = self.conns.borrow_mut();
         c.slot.set(conns.len());
         conns.push(c);
-        self.ctx.stats.opened();
     }
 
     fn remove(&self, c: &Conn) {
@@ -254,9 +255,6 @@ impl Worker {
         for c in self.conns.borrow().iter() {
             c.abort();
         }
-        self.ctx
-            .stats
-            .add_deliveries(self.delivered.take(), self.bytes.take());
     }
 }
 
@@ -348,10 +346,23 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
                 "[-][{addr}][handshake] refused: no complete request within {:?}",
                 cfg.handshake_timeout
             );
-            ctx.stats.refused();
+            ctx.stats.refused(0);
             return None;
         }
     };
+    let result = result.and_then(|acc| match acc {
+        Some(acc) if !ctx.stats.try_open(cfg.max_connections) => Err(Refusal {
+            real_ip: acc.real_ip,
+            ..Refusal::new(
+                503,
+                format!(
+                    "at capacity: -ws-max-connections is {}",
+                    cfg.max_connections
+                ),
+            )
+        }),
+        other => Ok(other),
+    });
     match result {
         Ok(Some(acc)) => {
             let peer = format!("[{}][{addr}]", acc.real_ip.as_deref().unwrap_or("-"));
@@ -360,6 +371,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
                 .await
                 .map_or(true, |r| r.is_err())
             {
+                ctx.stats.closed();
                 return None;
             }
             info!(ctx.log, "{peer}[connect] OK");
@@ -372,7 +384,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
                 ctx.log,
                 "[{real_ip}][{addr}][handshake] refused: {} {}", refusal.status, refusal.reason
             );
-            ctx.stats.refused();
+            ctx.stats.refused(refusal.status);
             answer_and_close(stream, &refusal.response()).await;
             None
         }

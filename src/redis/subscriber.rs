@@ -47,6 +47,7 @@ impl Subscriber {
         let mut backoff = Backoff::new();
         loop {
             let Err(why) = self.session(&mut backoff).await;
+            self.stats.redis_up.store(false, Relaxed);
             // One line per state change: the first failure after a healthy
             // spell is a warning, the retries that follow are debug lines.
             if backoff.is_reset() {
@@ -162,6 +163,11 @@ impl Subscriber {
         match reply {
             BytesFrame::Array(items) => match items.first() {
                 Some(BytesFrame::BulkString(kind)) if kind.as_ref() == b"subscribe" => {
+                    if !backoff.first {
+                        self.stats.redis_reconnects.fetch_add(1, Relaxed);
+                    }
+                    backoff.first = false;
+                    self.stats.redis_up.store(true, Relaxed);
                     info!(
                         self.log,
                         "[redis] subscribed to the {} channel on {}",
@@ -196,6 +202,8 @@ struct Backoff {
     current: Duration,
     seed: u64,
     reset: bool,
+    /// No subscription has succeeded yet (the next one is not a reconnect).
+    first: bool,
 }
 
 impl Backoff {
@@ -208,6 +216,7 @@ impl Backoff {
             current: BACKOFF_MIN,
             seed,
             reset: true,
+            first: true,
         }
     }
 

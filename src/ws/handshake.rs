@@ -40,7 +40,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: u16, reason: impl Into<String>) -> Refusal {
+    pub fn new(status: u16, reason: impl Into<String>) -> Refusal {
         Refusal {
             status,
             reason: reason.into(),

@@ -1,0 +1,268 @@
+//! `/metrics` (Prometheus text format), `/healthz` and `/readyz`, on their
+//! own listener (`-metrics-addr`), served by the main thread so that a
+//! scrape never touches a worker.
+
+use crate::stats::Stats;
+use slog::{debug, Logger};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the metrics endpoint reports besides the counters.
+pub struct Info {
+    pub channel: String,
+    pub max_connections: usize,
+    pub workers: usize,
+}
+
+/// Serves the three endpoints until the task is dropped.
+pub async fn serve(listener: TcpListener, stats: Arc<Stats>, info: Arc<Info>, log: Logger) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let (stats, info, log) = (stats.clone(), info.clone(), log.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = answer(stream, &stats, &info).await {
+                        debug!(log, "[metrics] request failed: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                debug!(log, "[metrics] accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads one request (with a deadline) and writes the response.
+async fn answer(mut stream: TcpStream, stats: &Stats, info: &Info) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 4096];
+    let mut filled = 0;
+    let path = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = stream.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            filled += n;
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf[..filled]) {
+                Ok(httparse::Status::Complete(_)) => {
+                    return Ok(Some((
+                        req.method == Some("GET"),
+                        req.path.unwrap_or("").to_string(),
+                    )))
+                }
+                Ok(httparse::Status::Partial) if filled < buf.len() => continue,
+                _ => return Ok(Some((false, String::new()))),
+            }
+        }
+    })
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let Some((get, path)) = path else {
+        return Ok(());
+    };
+    let (status, body) = route(get, &path, stats, info);
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        if path == "/metrics" {
+            "text/plain; version=0.0.4; charset=utf-8"
+        } else {
+            "text/plain; charset=utf-8"
+        },
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn route(get: bool, path: &str, stats: &Stats, info: &Info) -> (&'static str, String) {
+    let path = path.split('?').next().unwrap_or("");
+    match (get, path) {
+        (true, "/metrics") => ("200 OK", render(stats, info)),
+        (true, "/healthz") => ("200 OK", "ok\n".into()),
+        (true, "/readyz") if stats.redis_up.load(Relaxed) => ("200 OK", "ready\n".into()),
+        (true, "/readyz") => (
+            "503 Service Unavailable",
+            "not subscribed to Redis\n".into(),
+        ),
+        (false, "/metrics" | "/healthz" | "/readyz") => {
+            ("405 Method Not Allowed", "GET only\n".into())
+        }
+        _ => (
+            "404 Not Found",
+            "try /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}
+
+/// The Prometheus text exposition of every counter.
+pub fn render(stats: &Stats, info: &Info) -> String {
+    let mut out = String::with_capacity(4096);
+    let channel = escape(&info.channel);
+    let (deliveries, bytes, queued) = stats.deliveries();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v)];
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    metric(
+        "pubsocketd_build_info",
+        "gauge",
+        "Version of the running relay.",
+        &[(format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1)],
+    );
+    metric(
+        "pubsocketd_workers",
+        "gauge",
+        "Worker threads.",
+        &one(info.workers as u64),
+    );
+    metric(
+        "pubsocketd_connections_open",
+        "gauge",
+        "WebSocket clients connected now.",
+        &one(load(&stats.open)),
+    );
+    metric(
+        "pubsocketd_connections_max",
+        "gauge",
+        "Clients accepted at most (-ws-max-connections).",
+        &one(info.max_connections as u64),
+    );
+    metric(
+        "pubsocketd_connections_accepted_total",
+        "counter",
+        "WebSocket upgrades accepted.",
+        &one(load(&stats.accepted)),
+    );
+    let refused: Vec<(String, u64)> = stats
+        .refusals()
+        .map(|(status, n)| {
+            let label = if status == 0 {
+                "timeout".to_string()
+            } else {
+                status.to_string()
+            };
+            (format!("{{status=\"{label}\"}}"), n)
+        })
+        .collect();
+    metric(
+        "pubsocketd_handshakes_refused_total",
+        "counter",
+        "Upgrade requests refused, by HTTP status (timeout: no complete request in time).",
+        &refused,
+    );
+    let ch = |v: u64| vec![(format!("{{channel=\"{channel}\"}}"), v)];
+    metric(
+        "pubsocketd_redis_messages_total",
+        "counter",
+        "Messages received from Redis.",
+        &ch(load(&stats.received)),
+    );
+    metric(
+        "pubsocketd_redis_messages_dropped_total",
+        "counter",
+        "Messages received but not relayed (over -rs-max-payload, or not JSON with -ws-json-only).",
+        &ch(load(&stats.dropped)),
+    );
+    metric(
+        "pubsocketd_deliveries_total",
+        "counter",
+        "Messages handed to client sockets (one per client per message).",
+        &one(deliveries),
+    );
+    metric(
+        "pubsocketd_delivered_bytes_total",
+        "counter",
+        "Bytes of the frames handed to client sockets.",
+        &one(bytes),
+    );
+    metric(
+        "pubsocketd_queued_bytes",
+        "gauge",
+        "Bytes waiting in client queues (sampled once a second per worker).",
+        &one(queued),
+    );
+    metric(
+        "pubsocketd_slow_consumer_closes_total",
+        "counter",
+        "Clients closed with 1008 for falling behind by more than -ws-queue-bytes.",
+        &one(load(&stats.slow_closed)),
+    );
+    metric(
+        "pubsocketd_pong_timeout_closes_total",
+        "counter",
+        "Clients dropped after -ws-pong-timeout of silence.",
+        &one(load(&stats.pong_timeouts)),
+    );
+    metric(
+        "pubsocketd_redis_connected",
+        "gauge",
+        "1 while subscribed to Redis.",
+        &one(u64::from(stats.redis_up.load(Relaxed))),
+    );
+    metric(
+        "pubsocketd_redis_reconnects_total",
+        "counter",
+        "Subscriptions restored after a lost Redis connection.",
+        &one(load(&stats.redis_reconnects)),
+    );
+    out
+}
+
+/// Escapes a Prometheus label value.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_format() {
+        let stats = Stats::new(2);
+        stats.workers[1].add(3, 30);
+        stats.refused(403);
+        stats.refused(0);
+        let info = Info {
+            channel: "a\"b".into(),
+            max_connections: 10,
+            workers: 2,
+        };
+        let text = render(&stats, &info);
+        assert!(text.contains("pubsocketd_deliveries_total 3\n"));
+        assert!(text.contains("pubsocketd_handshakes_refused_total{status=\"403\"} 1\n"));
+        assert!(text.contains("pubsocketd_handshakes_refused_total{status=\"timeout\"} 1\n"));
+        assert!(text.contains("pubsocketd_redis_messages_total{channel=\"a\\\"b\"} 0\n"));
+        assert!(text.contains("# TYPE pubsocketd_connections_open gauge\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+        }
+        assert_eq!(
+            route(true, "/readyz", &stats, &info).0,
+            "503 Service Unavailable"
+        );
+        stats.redis_up.store(true, Relaxed);
+        assert_eq!(route(true, "/readyz", &stats, &info).0, "200 OK");
+        assert_eq!(
+            route(false, "/metrics", &stats, &info).0,
+            "405 Method Not Allowed"
+        );
+        assert_eq!(route(true, "/nope", &stats, &info).0, "404 Not Found");
+    }
+}
