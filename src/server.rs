@@ -42,6 +42,16 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         Some((cert, key)) => Some(tls::acceptor(cert, key)?),
         None => None,
     };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))?;
+    // Handlers go in before anything listens: a SIGTERM that arrives while
+    // the first clients connect must be a graceful stop, not a kill.
+    let mut signals = {
+        let _in_runtime = rt.enter();
+        Signals::new().map_err(|e| format!("cannot handle signals: {e}"))?
+    };
     let nofile = net::raise_nofile();
     if cfg.max_connections == 0 {
         cfg.max_connections = match &nofile {
@@ -77,10 +87,6 @@ fn start(mut cfg: Config) -> Result<i32, String> {
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
         workers.push(h);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start runtime: {e}"))?;
     let subscriber = Subscriber {
         cfg: cfg.clone(),
         hub: hub.clone(),
@@ -93,7 +99,6 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         workers: cfg.workers,
     });
     Ok(rt.block_on(async move {
-        let mut signals = Signals::new().expect("signal handlers");
         let sub = tokio::spawn(subscriber.run());
         let beat = cfg
             .heartbeat

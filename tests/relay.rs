@@ -190,6 +190,26 @@ fn client_frames_are_answered_per_rfc6455() {
         (client_frame(0x81, b"\xc3\x28"), 1007),
         (client_frame(0x88, b"\x03\xed"), 1002),
         (client_frame(0x82, &[0u8; 1025]), 1009),
+        (client_frame(0x88, b"\x03\xe8\xff\xfe"), 1007),
+        (client_frame(0x88, b"\x03\xe7"), 1002),
+        (client_frame(0x88, b"\x0b\xb7"), 1002),
+        (client_frame(0x80, b"no message to continue"), 1002),
+        (
+            [client_frame(0x01, b"ab"), client_frame(0x81, b"new")].concat(),
+            1002,
+        ),
+        (
+            [
+                client_frame(0x02, &[0u8; 600]),
+                client_frame(0x80, &[0u8; 600]),
+            ]
+            .concat(),
+            1009,
+        ),
+        (
+            [client_frame(0x01, b"\xc3"), client_frame(0x80, b"\x28")].concat(),
+            1007,
+        ),
     ];
     for (bytes, code) in violations {
         let mut ws = RawWs::open(&r.addr(), b"");
