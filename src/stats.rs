@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Handshake refusals by HTTP status; `0` stands for the deadline.
-pub const REFUSAL_STATUSES: [u16; 9] = [400, 403, 404, 405, 426, 431, 503, 408, 0];
+pub const REFUSAL_STATUSES: [u16; 8] = [400, 403, 404, 405, 426, 431, 503, 0];
 
 #[derive(Debug)]
 pub struct Stats {
