@@ -2,6 +2,7 @@
 //! plus the knobs the rewrite adds. Parsing goes through
 //! [`crate::flags::normalize`] so every Go spelling keeps working.
 
+use crate::channels::Channels;
 use crate::ws::origin::{Origin, OriginPolicy};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -28,6 +29,17 @@ pub const VALUE_FLAGS: &[&str] = &[
     "ws-max-message",
     "rs-max-payload",
     "rs-keepalive",
+    "rs-url",
+    "rs-user",
+    "rs-password",
+    "rs-ca-cert",
+    "rs-client-cert",
+    "rs-client-key",
+    "publish-addr",
+    "publish-token",
+    "broker",
+    "broker-host",
+    "broker-port",
     "ws-max-connections",
     "workers",
     "shutdown-timeout",
@@ -36,7 +48,18 @@ pub const VALUE_FLAGS: &[&str] = &[
 ];
 
 /// Every boolean flag, for the Go-spelling normaliser.
-pub const SWITCH_FLAGS: &[&str] = &["ws-insecure", "ws-heartbeat", "ws-json-only"];
+pub const SWITCH_FLAGS: &[&str] = &[
+    "ws-insecure",
+    "ws-heartbeat",
+    "ws-json-only",
+    "ws-envelope",
+    "rs-cluster",
+];
+
+/// Environment variable read for `-rs-password` when the flag is absent.
+pub const RS_PASSWORD_ENV: &str = "PUBSOCKETD_RS_PASSWORD";
+/// Environment variable read for `-publish-token` when the flag is absent.
+pub const PUBLISH_TOKEN_ENV: &str = "PUBSOCKETD_PUBLISH_TOKEN";
 
 /// pubsocketd: relay a Redis Pub/Sub channel to WebSocket clients.
 ///
@@ -99,9 +122,60 @@ pub struct Args {
     /// port of the Redis server (default 6379)
     #[argh(option, default = "6379")]
     pub rs_port: u16,
-    /// the Redis Pub/Sub channel to relay (default pubsocketd)
+    /// comma-separated Redis channels to relay; names with * ? [ are
+    /// patterns (PSUBSCRIBE); clients choose with ?channel=NAME (default
+    /// pubsocketd)
     #[argh(option, default = "String::from(\"pubsocketd\")")]
     pub rs_channel: String,
+    /// wrap each message as {"channel":...,"data":...} for clients of
+    /// several channels (default false: the payload as is)
+    #[argh(switch)]
+    pub ws_envelope: bool,
+    /// redis://[user:password@]host:port, or rediss:// for TLS; overrides
+    /// -rs-host and -rs-port (default none)
+    #[argh(option)]
+    pub rs_url: Option<String>,
+    /// the Redis ACL user name (default none)
+    #[argh(option)]
+    pub rs_user: Option<String>,
+    /// the Redis password; better given in $PUBSOCKETD_RS_PASSWORD, out of
+    /// sight of ps (default none)
+    #[argh(option)]
+    pub rs_password: Option<String>,
+    /// PEM file of the CA that signed the Redis server's certificate, for
+    /// rediss:// (default: the web's public roots)
+    #[argh(option)]
+    pub rs_ca_cert: Option<PathBuf>,
+    /// PEM client certificate for rediss:// with -rs-client-key (default
+    /// none)
+    #[argh(option)]
+    pub rs_client_cert: Option<PathBuf>,
+    /// PEM client key for rediss:// with -rs-client-cert (default none)
+    #[argh(option)]
+    pub rs_client_key: Option<PathBuf>,
+    /// with Redis Cluster: subscribe with sharded pub/sub (SSUBSCRIBE) on the
+    /// node owning each channel (default false)
+    #[argh(switch)]
+    pub rs_cluster: bool,
+    /// serve POST /publish?channel=NAME on this address, e.g.
+    /// 127.0.0.1:8081; needs -publish-token (default none: off)
+    #[argh(option)]
+    pub publish_addr: Option<SocketAddr>,
+    /// bearer token required by /publish; better given in
+    /// $PUBSOCKETD_PUBLISH_TOKEN (default none)
+    #[argh(option)]
+    pub publish_token: Option<String>,
+    /// where messages come from: redis, or embedded (no Redis: a built-in
+    /// broker takes PUBLISH on -broker-host:-broker-port) (default redis)
+    #[argh(option, default = "String::from(\"redis\")")]
+    pub broker: String,
+    /// address of the embedded broker's Redis-protocol listener (default
+    /// 127.0.0.1)
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    pub broker_host: String,
+    /// port of the embedded broker's Redis-protocol listener (default 6379)
+    #[argh(option, default = "6379")]
+    pub broker_port: u16,
     /// largest Redis payload relayed; larger ones are dropped with a log
     /// line (default 64MiB)
     #[argh(option, default = "64 << 20", from_str_fn(size))]
@@ -159,9 +233,12 @@ pub struct Config {
     pub queue_bytes: usize,
     pub max_message: usize,
     pub json_only: bool,
-    pub redis_host: String,
-    pub redis_port: u16,
-    pub channel: String,
+    pub redis: RedisSettings,
+    pub channels: Channels,
+    pub envelope: bool,
+    pub publish: Option<Publish>,
+    /// `Some(address)` with `-broker=embedded`.
+    pub embedded_broker: Option<SocketAddr>,
     pub max_payload: usize,
     pub keepalive: Duration,
     pub log_file: Option<PathBuf>,
@@ -196,7 +273,7 @@ impl Config {
         } else {
             OriginPolicy::List(parse_origins(&a.ws_origin)?)
         };
-        let tls = match (a.tls_cert, a.tls_key) {
+        let tls = match (a.tls_cert.clone(), a.tls_key.clone()) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => return Err("-tls-cert and -tls-key must be given together".into()),
@@ -213,8 +290,33 @@ impl Config {
         if a.ws_heartbeat && a.ws_heartbeat_interval.is_zero() {
             return Err("-ws-heartbeat-interval must be above 0".into());
         }
-        if a.rs_channel.is_empty() {
-            return Err("-rs-channel must not be empty".into());
+        let channels = Channels::parse(&a.rs_channel)?;
+        let redis = RedisSettings::from_args(&a)?;
+        if redis.cluster && channels.keys().iter().any(|k| k.pattern) {
+            return Err(
+                "-rs-cluster relays channel names only: sharded pub/sub has no patterns".into(),
+            );
+        }
+        let publish = match (a.publish_addr, secret(&a.publish_token, PUBLISH_TOKEN_ENV)) {
+            (None, _) => None,
+            (Some(addr), Some(token)) => Some(Publish { addr, token }),
+            (Some(_), None) => {
+                return Err(format!(
+                    "-publish-addr needs a bearer token: -publish-token or ${PUBLISH_TOKEN_ENV}"
+                ))
+            }
+        };
+        let embedded_broker = match a.broker.as_str() {
+            "redis" => None,
+            "embedded" => Some(
+                format!("{}:{}", a.broker_host, a.broker_port)
+                    .parse()
+                    .map_err(|_| format!("invalid -broker-host {:?}", a.broker_host))?,
+            ),
+            other => return Err(format!("invalid -broker {other:?} (redis or embedded)")),
+        };
+        if embedded_broker.is_some() && redis.cluster {
+            return Err("-broker=embedded and -rs-cluster exclude each other".into());
         }
         if a.rs_keepalive.is_zero() {
             return Err("-rs-keepalive must be above 0".into());
@@ -237,9 +339,11 @@ impl Config {
             queue_bytes: a.ws_queue_bytes,
             max_message: a.ws_max_message,
             json_only: a.ws_json_only,
-            redis_host: a.rs_host,
-            redis_port: a.rs_port,
-            channel: a.rs_channel,
+            redis,
+            channels,
+            envelope: a.ws_envelope,
+            publish,
+            embedded_broker,
             max_payload: a.rs_max_payload,
             keepalive: a.rs_keepalive,
             log_file: a.ps_log_file,
@@ -272,7 +376,7 @@ impl Config {
                 .map_or("none".into(), |p| p.display().to_string())
         };
         format!(
-            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-connections={} ws-json-only={} rs-addr={}:{} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={:?} workers={} shutdown-timeout={:?} metrics-addr={}",
+            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-connections={} ws-json-only={} ws-envelope={} redis={} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={:?} workers={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
             self.listen,
             self.route,
             opt(self.heartbeat),
@@ -283,9 +387,9 @@ impl Config {
             self.max_message,
             self.max_connections,
             self.json_only,
-            self.redis_host,
-            self.redis_port,
-            self.channel,
+            self.envelope,
+            self.redis.describe(),
+            self.channels.keys().iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(","),
             self.max_payload,
             self.keepalive,
             path(&self.log_file),
@@ -295,7 +399,162 @@ impl Config {
             self.workers,
             self.shutdown_timeout,
             self.metrics_addr.map_or("off".into(), |a| a.to_string()),
+            self.publish.as_ref().map_or("off".into(), |p| format!("{} (token set)", p.addr)),
+            self.embedded_broker.map_or("redis".into(), |a| format!("embedded on {a}")),
         )
+    }
+}
+
+/// A value that must never be printed: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A flag's secret, else the environment variable's.
+fn secret(flag: &Option<String>, env: &str) -> Option<Secret> {
+    flag.clone()
+        .or_else(|| std::env::var(env).ok())
+        .filter(|s| !s.is_empty())
+        .map(Secret)
+}
+
+/// The HTTP publish endpoint.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub addr: SocketAddr,
+    pub token: Secret,
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub host: String,
+    pub port: u16,
+    /// `rediss://`: TLS to Redis.
+    pub tls: bool,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub cluster: bool,
+}
+
+impl RedisSettings {
+    fn from_args(a: &Args) -> Result<RedisSettings, String> {
+        let mut s = RedisSettings {
+            host: a.rs_host.clone(),
+            port: a.rs_port,
+            tls: false,
+            user: None,
+            password: None,
+            ca_cert: a.rs_ca_cert.clone(),
+            client_cert: None,
+            cluster: a.rs_cluster,
+        };
+        if let Some(url) = &a.rs_url {
+            s.apply_url(url)?;
+        }
+        if let Some(user) = &a.rs_user {
+            s.user = Some(user.clone());
+        }
+        if let Some(p) = secret(&a.rs_password, RS_PASSWORD_ENV) {
+            s.password = Some(p);
+        }
+        s.client_cert = match (&a.rs_client_cert, &a.rs_client_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => return Err("-rs-client-cert and -rs-client-key must be given together".into()),
+        };
+        if s.user.is_some() && s.password.is_none() {
+            return Err(format!(
+                "-rs-user needs a password: -rs-password or ${RS_PASSWORD_ENV}"
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Takes host, port, TLS and credentials from a `redis://` or
+    /// `rediss://` URL. The error never repeats the URL (it may hold a
+    /// password).
+    fn apply_url(&mut self, url: &str) -> Result<(), String> {
+        let bad = |why: &str| {
+            format!("invalid -rs-url: {why} (expected redis://[user:password@]host:port)")
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        self.tls = match scheme {
+            "redis" => false,
+            "rediss" => true,
+            _ => return Err(bad("the scheme must be redis or rediss")),
+        };
+        let rest = rest.split(['/', '?']).next().unwrap_or("");
+        let (auth, hostport) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        if let Some(auth) = auth {
+            let (user, pass) = auth.split_once(':').unwrap_or(("", auth));
+            let decode = |s: &str| {
+                crate::channels::percent_decode(s)
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| bad("malformed user or password"))
+            };
+            if !user.is_empty() {
+                self.user = Some(decode(user)?);
+            }
+            if !pass.is_empty() {
+                self.password = Some(Secret(decode(pass)?));
+            }
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
+                (h, p.parse().map_err(|_| bad("invalid port"))?)
+            }
+            _ => (hostport, 6379),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        self.host = host.to_string();
+        self.port = port;
+        Ok(())
+    }
+
+    /// `redis://host:port` or `rediss://…`, with the user but never the
+    /// password, for logs.
+    pub fn describe(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let user = match (&self.user, &self.password) {
+            (Some(u), _) => format!("{u}:***@"),
+            (None, Some(_)) => ":***@".to_string(),
+            (None, None) => String::new(),
+        };
+        let cluster = if self.cluster { " (cluster)" } else { "" };
+        format!("{scheme}://{user}{}{cluster}", self.addr())
+    }
+
+    /// `host:port` (IPv6 hosts in brackets).
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -410,8 +669,8 @@ mod tests {
         let c = parse(&["-ws-insecure"]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.route, "/");
-        assert_eq!((c.redis_host.as_str(), c.redis_port), ("127.0.0.1", 6379));
-        assert_eq!(c.channel, "pubsocketd");
+        assert_eq!((c.redis.host.as_str(), c.redis.port), ("127.0.0.1", 6379));
+        assert_eq!(c.channels.keys()[0].name, "pubsocketd");
         assert!(c.heartbeat.is_none() && c.log_file.is_none() && c.tls.is_none());
         assert_eq!(c.queue_bytes, 1 << 20);
     }
@@ -420,8 +679,10 @@ mod tests {
     fn every_value_flag_is_known_to_argh() {
         for flag in VALUE_FLAGS {
             let value = match *flag {
-                "ws-port" | "rs-port" | "workers" | "ws-max-connections" => "1",
-                "metrics-addr" => "127.0.0.1:0",
+                "ws-port" | "rs-port" | "workers" | "ws-max-connections" | "broker-port" => "1",
+                "metrics-addr" | "publish-addr" => "127.0.0.1:0",
+                "rs-url" => "rediss://u:p@r.example:6380",
+                "broker" => "embedded",
                 "log-format" => "json",
                 "log-level" => "debug",
                 "ws-ping-interval" => "10s",
@@ -429,12 +690,20 @@ mod tests {
                     "90s"
                 }
                 "ws-queue-bytes" | "ws-max-message" | "rs-max-payload" => "1KiB",
-                "ws-host" | "rs-host" => "127.0.0.1",
+                "ws-host" | "rs-host" | "broker-host" => "127.0.0.1",
                 "ws-route" => "/x",
                 _ => "http://a.example",
             };
             let arg = format!("-{flag}={value}");
-            let r = parse(&["-ws-insecure", &arg, "-tls-cert=a", "-tls-key=b"]);
+            // Flags that need a companion get one.
+            let companion = match *flag {
+                "rs-user" => "-rs-password=p",
+                "rs-client-cert" => "-rs-client-key=k",
+                "rs-client-key" => "-rs-client-cert=c",
+                "publish-addr" => "-publish-token=t",
+                _ => "-tls-cert=a",
+            };
+            let r = parse(&["-ws-insecure", &arg, companion, "-tls-cert=a", "-tls-key=b"]);
             assert!(r.is_ok(), "{arg}: {r:?}");
         }
     }
@@ -460,6 +729,33 @@ mod tests {
         assert!(parse(&["-ws-insecure", "-tls-cert=a"]).is_err());
         assert!(parse(&["-ws-insecure", "-ws-pong-timeout=5s"]).is_err());
         assert!(parse(&["-ws-insecure", "-log-level=loud"]).is_err());
+    }
+
+    #[test]
+    fn redis_urls_and_secrets() {
+        let c = parse(&["-ws-insecure", "-rs-url=rediss://app:p%40ss@[::1]:6380/0"]).unwrap();
+        let r = &c.redis;
+        assert_eq!((r.host.as_str(), r.port, r.tls), ("::1", 6380, true));
+        assert_eq!(r.user.as_deref(), Some("app"));
+        assert_eq!(r.password.as_ref().unwrap().expose(), "p@ss");
+        assert_eq!(r.describe(), "rediss://app:***@[::1]:6380");
+        assert!(!format!("{c:?}").contains("p@ss"));
+        assert!(!c.describe().contains("p@ss"));
+        let c = parse(&["-ws-insecure", "-rs-url", "redis://h", "-rs-password=x"]).unwrap();
+        assert_eq!(
+            (c.redis.host.as_str(), c.redis.port, c.redis.tls),
+            ("h", 6379, false)
+        );
+        assert_eq!(c.redis.describe(), "redis://:***@h:6379");
+        let e = parse(&["-ws-insecure", "-rs-url=http://u:secret@h"]).unwrap_err();
+        assert!(
+            e.starts_with("invalid -rs-url") && !e.contains("secret"),
+            "{e}"
+        );
+        assert!(parse(&["-ws-insecure", "-rs-user=u"]).is_err());
+        assert!(parse(&["-ws-insecure", "-publish-addr=127.0.0.1:1"]).is_err());
+        assert!(parse(&["-ws-insecure", "-broker=kafka"]).is_err());
+        assert!(parse(&["-ws-insecure", "-rs-cluster", "-rs-channel=a,b.*"]).is_err());
     }
 
     #[test]

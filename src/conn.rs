@@ -11,6 +11,7 @@
 //! Everything here lives on one worker thread (`Rc`, `Cell`, `RefCell`):
 //! no lock and no atomic is taken per delivered message.
 
+use crate::channels::Selection;
 use crate::ws::decode::{Decoder, Event};
 use crate::ws::frame;
 use bytes::{Bytes, BytesMut};
@@ -156,10 +157,17 @@ pub struct Conn {
     pub slot: Cell<usize>,
     /// `[X-Real-IP][remote address]`, for log lines.
     pub peer: Box<str>,
+    /// The channels this client chose; `None` for all of them.
+    selection: Option<Box<Selection>>,
 }
 
 impl Conn {
-    pub fn new(direct: Option<Rc<TcpStream>>, queue_limit: usize, peer: String) -> Conn {
+    pub fn new(
+        direct: Option<Rc<TcpStream>>,
+        queue_limit: usize,
+        peer: String,
+        selection: Option<Box<Selection>>,
+    ) -> Conn {
         Conn {
             direct,
             queue: RefCell::default(),
@@ -170,7 +178,13 @@ impl Conn {
             queue_limit,
             slot: Cell::new(0),
             peer: peer.into_boxed_str(),
+            selection,
         }
+    }
+
+    /// The channels this client chose; `None` when it takes them all.
+    pub fn selection(&self) -> Option<&Selection> {
+        self.selection.as_deref()
     }
 
     pub fn state(&self) -> State {

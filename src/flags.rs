@@ -31,7 +31,8 @@ pub fn normalize(args: &[String], spec: &FlagSpec<'_>) -> Result<Vec<String>, St
         let arg = &args[i];
         i += 1;
         if arg == "--" {
-            rest.extend(args[i..].iter().cloned());
+            // Keep the `--`: argh must see what follows as positional.
+            rest.extend(args[i - 1..].iter().cloned());
             break;
         }
         let Some(body) = flag_body(arg)? else {
@@ -261,6 +262,30 @@ mod tests {
             norm(&["-ws-port=1", "extra", "-ws-insecure"]).unwrap(),
             ["--ws-port", "1", "extra", "-ws-insecure"]
         );
-        assert_eq!(norm(&["--", "-x"]).unwrap(), ["-x"]);
+        assert_eq!(norm(&["--", "-x"]).unwrap(), ["--", "-x"]);
+    }
+
+    /// A program with one switch, to see what argh makes of the output.
+    #[derive(argh::FromArgs, Debug)]
+    #[argh(description = "test")]
+    struct Insecure {
+        /// a switch
+        #[argh(switch)]
+        ws_insecure: bool,
+    }
+
+    #[test]
+    fn nothing_after_double_dash_is_applied_as_a_flag() {
+        // Found by the fuzz property (fuzz/corpus/flags/regression-double-dash-switch):
+        // the `--` was dropped, so argh set -ws-insecure from `-- --ws-insecure`.
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            norm(&["--", "--ws-insecure"]).unwrap(),
+            ["--", "--ws-insecure"]
+        );
+        let after = parse_from::<Insecure>("p", &args(&["--", "--ws-insecure"]), &SPEC);
+        assert!(matches!(after, Err(Exit::Error(_))), "{after:?}");
+        let alone = parse_from::<Insecure>("p", &args(&["-ws-insecure", "--"]), &SPEC);
+        assert!(alone.unwrap().ws_insecure);
     }
 }

@@ -1,32 +1,241 @@
-//! From the subscriber to the workers: each encoded frame is handed to
-//! every worker once, as a clone of the same `Bytes` (a reference count,
-//! never a copy of the payload).
+//! From the message sources (the Redis subscriber, the embedded broker, the
+//! HTTP publish endpoint) to the workers.
+//!
+//! An [`Encoder`] turns a (channel, payload) into one [`Message`]: the
+//! encoded WebSocket frame, built once, plus the set of configured keys its
+//! channel matches. The [`Hub`] hands that message to every worker, as
+//! clones of the same `Bytes` handles (reference counts, never copies).
 
+use crate::channels::{Channels, Names};
+use crate::stats::Stats;
+use crate::ws::frame;
+use base64::Engine;
 use bytes::Bytes;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Frames a worker may have waiting before the subscriber waits for it.
+/// Messages a worker may have waiting before the sources wait for it.
 /// Waiting there stops reads from Redis, which then buffers on its side.
 pub const WORKER_BACKLOG: usize = 1024;
 
-/// The sending side of every worker's frame channel.
+/// One message on its way to the clients.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The complete WebSocket frame, the same bytes for every client.
+    pub frame: Bytes,
+    /// The configured keys the channel matches (`BROADCAST` for all).
+    pub mask: u64,
+    /// The channel, for clients that chose one under a pattern.
+    pub channel: Bytes,
+}
+
+/// The sending side of every worker's message channel.
 #[derive(Clone)]
 pub struct Hub {
-    workers: Vec<mpsc::Sender<Bytes>>,
+    workers: Vec<mpsc::Sender<Message>>,
 }
 
 impl Hub {
     /// A hub with `n` workers; returns the receivers to give them.
-    pub fn new(n: usize) -> (Hub, Vec<mpsc::Receiver<Bytes>>) {
+    pub fn new(n: usize) -> (Hub, Vec<mpsc::Receiver<Message>>) {
         let (workers, receivers) = (0..n).map(|_| mpsc::channel(WORKER_BACKLOG)).unzip();
         (Hub { workers }, receivers)
     }
 
-    /// Hands `frame` to every worker, in order with earlier frames.
-    pub async fn publish(&self, frame: Bytes) {
+    /// Hands `msg` to every worker, in order with earlier messages.
+    pub async fn publish(&self, msg: Message) {
         for w in &self.workers {
             // A worker only stops at shutdown; nothing to do then.
-            let _ = w.send(frame.clone()).await;
+            let _ = w.send(msg.clone()).await;
         }
+    }
+}
+
+/// Why a payload was not relayed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// No configured channel or pattern matches the channel.
+    NoSubscriber,
+    /// `-ws-json-only` and the payload is not JSON.
+    NotJson,
+    /// Over `-rs-max-payload`.
+    TooLarge,
+}
+
+/// Encodes payloads into messages: once per message, whatever the number
+/// of clients. Each source has its own (it keeps a cache of channel names
+/// and a scratch buffer for envelopes).
+#[derive(Clone)]
+pub struct Encoder {
+    channels: Arc<Channels>,
+    envelope: bool,
+    json_only: bool,
+    max_payload: usize,
+    stats: Arc<Stats>,
+    names: NamesCell,
+    scratch: Vec<u8>,
+}
+
+/// A per-encoder name cache; cloning an encoder starts an empty one.
+#[derive(Default)]
+struct NamesCell(Names);
+
+impl Clone for NamesCell {
+    fn clone(&self) -> Self {
+        NamesCell::default()
+    }
+}
+
+impl Encoder {
+    pub fn new(
+        channels: Arc<Channels>,
+        envelope: bool,
+        json_only: bool,
+        max_payload: usize,
+        stats: Arc<Stats>,
+    ) -> Encoder {
+        Encoder {
+            channels,
+            envelope,
+            json_only,
+            max_payload,
+            stats,
+            names: NamesCell::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    /// The message for `payload` published on `channel`, counted per key.
+    pub fn encode(&mut self, channel: &[u8], payload: &[u8]) -> Result<Message, Drop> {
+        let mask = self.channels.mask_for(channel);
+        if mask == 0 {
+            return Err(Drop::NoSubscriber);
+        }
+        self.stats.received(mask);
+        if payload.len() > self.max_payload {
+            self.stats.dropped(mask);
+            return Err(Drop::TooLarge);
+        }
+        let json = (self.json_only || self.envelope) && is_json(payload);
+        if self.json_only && !json {
+            self.stats.dropped(mask);
+            return Err(Drop::NotJson);
+        }
+        let frame = if self.envelope {
+            self.envelope_frame(channel, payload, json)
+        } else {
+            frame::message(payload)
+        };
+        Ok(Message {
+            frame,
+            mask,
+            channel: self.names.0.get(channel),
+        })
+    }
+
+    /// `{"channel":…,"data":…}`: the payload as JSON when it is JSON, as a
+    /// string when it is text, else base64 under `data_base64`.
+    fn envelope_frame(&mut self, channel: &[u8], payload: &[u8], json: bool) -> Bytes {
+        let out = &mut self.scratch;
+        out.clear();
+        out.extend_from_slice(b"{\"channel\":");
+        json_string(out, &String::from_utf8_lossy(channel));
+        match (json, std::str::from_utf8(payload)) {
+            (true, _) => {
+                out.extend_from_slice(b",\"data\":");
+                out.extend_from_slice(payload);
+            }
+            (false, Ok(text)) => {
+                out.extend_from_slice(b",\"data\":");
+                json_string(out, text);
+            }
+            (false, Err(_)) => {
+                out.extend_from_slice(b",\"data_base64\":\"");
+                let b64 = base64::engine::general_purpose::STANDARD.encode(payload);
+                out.extend_from_slice(b64.as_bytes());
+                out.push(b'"');
+            }
+        }
+        out.push(b'}');
+        frame::encode(frame::OP_TEXT, out)
+    }
+}
+
+fn is_json(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // serde_json writes straight into the buffer: no temporary String.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// The shared counters a source updates (per configured key).
+impl Stats {
+    fn received(&self, mask: u64) {
+        self.received.fetch_add(1, Relaxed);
+        self.each_key(mask, |k| {
+            k.received.fetch_add(1, Relaxed);
+        });
+    }
+
+    fn dropped(&self, mask: u64) {
+        self.dropped.fetch_add(1, Relaxed);
+        self.each_key(mask, |k| {
+            k.dropped.fetch_add(1, Relaxed);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoder(list: &str, envelope: bool, json_only: bool) -> Encoder {
+        let channels = Arc::new(Channels::parse(list).unwrap());
+        let stats = Arc::new(Stats::new(1, channels.keys().len()));
+        Encoder::new(channels, envelope, json_only, 100, stats)
+    }
+
+    fn text(m: &Message) -> &str {
+        std::str::from_utf8(&m.frame[2..]).unwrap()
+    }
+
+    #[test]
+    fn plain_messages_keep_the_payload() {
+        let mut e = encoder("a,b.*", false, false);
+        let m = e.encode(b"b.x", b"{\"n\":1}").unwrap();
+        assert_eq!(
+            (m.mask, &m.channel[..], text(&m)),
+            (0b10, &b"b.x"[..], "{\"n\":1}")
+        );
+        assert_eq!(e.encode(b"zzz", b"x").unwrap_err(), Drop::NoSubscriber);
+        assert_eq!(e.encode(b"a", &[0; 101]).unwrap_err(), Drop::TooLarge);
+        assert_eq!(e.stats.key_counts(0), (1, 1));
+    }
+
+    #[test]
+    fn envelopes() {
+        let mut e = encoder("a\"q", true, false);
+        let m = e.encode(b"a\"q", b"[1, 2]").unwrap();
+        assert_eq!(text(&m), r#"{"channel":"a\"q","data":[1, 2]}"#);
+        let m = e.encode(b"a\"q", b"not \"json\"").unwrap();
+        assert_eq!(text(&m), r#"{"channel":"a\"q","data":"not \"json\""}"#);
+        let m = e.encode(b"a\"q", b"\xff\x00").unwrap();
+        assert_eq!(text(&m), r#"{"channel":"a\"q","data_base64":"/wA="}"#);
+        assert!(serde_json::from_str::<serde_json::Value>(text(&m)).is_ok());
+    }
+
+    #[test]
+    fn json_only_filters() {
+        let mut e = encoder("a", false, true);
+        assert!(e.encode(b"a", b"{}").is_ok());
+        assert_eq!(e.encode(b"a", b"{").unwrap_err(), Drop::NotJson);
     }
 }

@@ -5,6 +5,7 @@
 //! the [`hub`] to every [`worker`], which writes it to each of its clients
 //! ([`conn`]). The binaries are thin wrappers around [`server::run`].
 
+pub mod channels;
 pub mod config;
 pub mod conn;
 pub mod flags;

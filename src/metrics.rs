@@ -2,7 +2,7 @@
 //! own listener (`-metrics-addr`), served by the main thread so that a
 //! scrape never touches a worker.
 
-use crate::stats::Stats;
+use crate::stats::{KeyCounters, Stats};
 use slog::{debug, Logger};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// What the metrics endpoint reports besides the counters.
 pub struct Info {
-    pub channel: String,
+    /// The configured channels and patterns, in `-rs-channel` order.
+    pub keys: Vec<String>,
     pub max_connections: usize,
     pub workers: usize,
 }
@@ -106,7 +107,6 @@ fn route(get: bool, path: &str, stats: &Stats, info: &Info) -> (&'static str, St
 /// The Prometheus text exposition of every counter.
 pub fn render(stats: &Stats, info: &Info) -> String {
     let mut out = String::with_capacity(4096);
-    let channel = escape(&info.channel);
     let (deliveries, bytes, queued) = stats.deliveries();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -163,18 +163,30 @@ pub fn render(stats: &Stats, info: &Info) -> String {
         "Upgrade requests refused, by HTTP status (timeout: no complete request in time).",
         &refused,
     );
-    let ch = |v: u64| vec![(format!("{{channel=\"{channel}\"}}"), v)];
+    let per_key = |pick: fn(&KeyCounters) -> u64| -> Vec<(String, u64)> {
+        info.keys
+            .iter()
+            .zip(stats.keys.iter())
+            .map(|(name, k)| (format!("{{channel=\"{}\"}}", escape(name)), pick(k)))
+            .collect()
+    };
     metric(
         "pubsocketd_redis_messages_total",
         "counter",
-        "Messages received from Redis.",
-        &ch(load(&stats.received)),
+        "Messages received, per configured channel or pattern.",
+        &per_key(|k| k.received.load(Relaxed)),
     );
     metric(
         "pubsocketd_redis_messages_dropped_total",
         "counter",
         "Messages received but not relayed (over -rs-max-payload, or not JSON with -ws-json-only).",
-        &ch(load(&stats.dropped)),
+        &per_key(|k| k.dropped.load(Relaxed)),
+    );
+    metric(
+        "pubsocketd_channel_clients",
+        "gauge",
+        "Clients receiving each configured channel or pattern.",
+        &per_key(|k| k.clients.load(Relaxed)),
     );
     metric(
         "pubsocketd_deliveries_total",
@@ -234,12 +246,12 @@ mod tests {
 
     #[test]
     fn exposition_format() {
-        let stats = Stats::new(2);
+        let stats = Stats::new(2, 1);
         stats.workers[1].add(3, 30);
         stats.refused(403);
         stats.refused(0);
         let info = Info {
-            channel: "a\"b".into(),
+            keys: vec!["a\"b".into()],
             max_connections: 10,
             workers: 2,
         };

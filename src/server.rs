@@ -1,8 +1,10 @@
 //! Start-up, the main runtime (subscriber, heartbeat, metrics, signals) and
 //! graceful shutdown. Workers run on their own threads.
 
+use crate::channels::BROADCAST;
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Encoder, Hub, Message};
+use crate::redis::connect::Target;
 use crate::redis::subscriber::Subscriber;
 use crate::stats::Stats;
 use crate::ws::frame;
@@ -72,7 +74,15 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         );
     }
 
-    let stats = Arc::new(Stats::new(cfg.workers));
+    let stats = Arc::new(Stats::new(cfg.workers, cfg.channels.keys().len()));
+    let target = Target::new(&cfg.redis)?;
+    let encoder = Encoder::new(
+        Arc::new(cfg.channels.clone()),
+        cfg.envelope,
+        cfg.json_only,
+        cfg.max_payload,
+        stats.clone(),
+    );
     let (hub, receivers) = Hub::new(cfg.workers);
     let (stop, stopped) = watch::channel(false);
     let ctx = Arc::new(worker::Context {
@@ -87,14 +97,18 @@ fn start(mut cfg: Config) -> Result<i32, String> {
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
         workers.push(h);
     }
+    let (fatal_tx, mut fatal) = tokio::sync::oneshot::channel();
     let subscriber = Subscriber {
         cfg: cfg.clone(),
+        target,
         hub: hub.clone(),
+        encoder,
         log: log.clone(),
         stats: stats.clone(),
+        fatal: Some(fatal_tx),
     };
     let info = Arc::new(metrics::Info {
-        channel: cfg.channel.clone(),
+        keys: cfg.channels.keys().iter().map(|k| k.name.clone()).collect(),
         max_connections: cfg.max_connections,
         workers: cfg.workers,
     });
@@ -108,12 +122,19 @@ fn start(mut cfg: Config) -> Result<i32, String> {
             tokio::spawn(metrics::serve(l, stats.clone(), info, log.clone()));
         }
         let name = loop {
-            match signals.next().await {
-                "SIGHUP" => match log_file.reopen() {
-                    Ok(()) => info!(log, "[log] SIGHUP: log file reopened"),
-                    Err(e) => warn!(log, "[log] SIGHUP: {e}; still writing the old file"),
+            tokio::select! {
+                name = signals.next() => match name {
+                    "SIGHUP" => match log_file.reopen() {
+                        Ok(()) => info!(log, "[log] SIGHUP: log file reopened"),
+                        Err(e) => warn!(log, "[log] SIGHUP: {e}; still writing the old file"),
+                    },
+                    name => break name,
                 },
-                name => break name,
+                Ok(why) = &mut fatal => {
+                    slog::error!(log, "[redis] {why}: check -rs-url, -rs-user and the password; exiting");
+                    eprintln!("pubsocketd: Redis refused the relay at start: {why}");
+                    std::process::exit(1);
+                }
             }
         };
         info!(
@@ -177,12 +198,21 @@ fn log_init(
         log,
         "[init] listening for websocket requests on {local}{}, {from}", cfg.route
     );
+    let keys = cfg.channels.keys();
+    let what = match keys {
+        [one] if !one.pattern => format!("the {} channel", one.name),
+        _ => format!(
+            "the channels {}",
+            keys.iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     info!(
         log,
-        "[init] listening for pubsub messages from {}:{} sent to the {} channel",
-        cfg.redis_host,
-        cfg.redis_port,
-        cfg.channel
+        "[init] listening for pubsub messages from {} sent to {what}",
+        cfg.redis.addr()
     );
     match nofile {
         Ok((before, after)) => info!(
@@ -203,7 +233,11 @@ fn log_init(
 
 /// Sends the original's heartbeat message to every client every `every`.
 async fn heartbeat(hub: Hub, every: std::time::Duration) {
-    let beat = frame::encode(frame::OP_TEXT, HEARTBEAT.as_bytes());
+    let beat = Message {
+        frame: frame::encode(frame::OP_TEXT, HEARTBEAT.as_bytes()),
+        mask: BROADCAST,
+        channel: bytes::Bytes::new(),
+    };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tick.tick().await;

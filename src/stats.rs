@@ -24,6 +24,17 @@ pub struct Stats {
     pub redis_reconnects: AtomicU64,
     pub redis_up: AtomicBool,
     pub workers: Box<[WorkerCounters]>,
+    /// Per configured channel or pattern, in `-rs-channel` order.
+    pub keys: Box<[KeyCounters]>,
+}
+
+/// Counters of one configured channel or pattern.
+#[derive(Debug, Default)]
+pub struct KeyCounters {
+    pub received: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Clients that chose this key (or a channel under it).
+    pub clients: AtomicU64,
 }
 
 /// One worker's delivery counters, alone on their cache line.
@@ -51,7 +62,7 @@ impl WorkerCounters {
 }
 
 impl Stats {
-    pub fn new(workers: usize) -> Stats {
+    pub fn new(workers: usize, keys: usize) -> Stats {
         Stats {
             open: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
@@ -63,7 +74,47 @@ impl Stats {
             redis_reconnects: AtomicU64::new(0),
             redis_up: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
+            keys: (0..keys).map(|_| KeyCounters::default()).collect(),
         }
+    }
+
+    /// Runs `f` on the counters of every key in `mask`, and counts the
+    /// message once in the process totals when `f` is a receive.
+    pub fn each_key(&self, mask: u64, f: impl Fn(&KeyCounters)) {
+        for (i, k) in self.keys.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                f(k);
+            }
+        }
+    }
+
+    /// (received, dropped) of key `i`.
+    pub fn key_counts(&self, i: usize) -> (u64, u64) {
+        let k = &self.keys[i];
+        (k.received.load(Relaxed), k.dropped.load(Relaxed))
+    }
+
+    /// A client chose `mask` (+1) or left (-1).
+    pub fn clients_of(&self, mask: u64, joined: bool) {
+        self.each_key(mask, |k| {
+            if joined {
+                k.clients.fetch_add(1, Relaxed);
+            } else {
+                k.clients.fetch_sub(1, Relaxed);
+            }
+        });
+    }
+
+    /// Clients that chose any key of `mask`, counting a client once per
+    /// key: the receivers a publish on a channel matching `mask` reaches at
+    /// most.
+    pub fn clients_for(&self, mask: u64) -> u64 {
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, k)| k.clients.load(Relaxed))
+            .sum()
     }
 
     /// Takes one of `max` connection places; false when all are taken.
@@ -139,7 +190,7 @@ mod tests {
 
     #[test]
     fn worker_counters_sum_on_read() {
-        let s = Stats::new(3);
+        let s = Stats::new(3, 2);
         s.workers[0].add(10, 100);
         s.workers[2].add(5, 50);
         s.workers[2].add(1, 10);

@@ -7,8 +7,10 @@
 //! connection: one tick sends pings, drops silent peers and ends closes
 //! that take too long.
 
+use crate::channels::Selection;
 use crate::config::Config;
 use crate::conn::{self, Conn, Delivery, State, TcpReader, TcpWriter, MAX_IOV};
+use crate::hub::Message;
 use crate::stats::{Stats, WorkerCounters};
 use crate::ws::frame;
 use crate::ws::handshake::{self, Refusal};
@@ -55,6 +57,9 @@ struct Worker {
     next_ping: Cell<Instant>,
     /// This worker's index in `ctx.stats.workers`.
     id: usize,
+    /// Reused per batch: the batch's frames, and one client's subset.
+    batch_frames: RefCell<Vec<Bytes>>,
+    picked_frames: RefCell<Vec<Bytes>>,
 }
 
 /// Runs a worker on its own thread until `shutdown` turns true and its
@@ -62,7 +67,7 @@ struct Worker {
 pub fn spawn(
     id: usize,
     listener: std::net::TcpListener,
-    frames: mpsc::Receiver<Bytes>,
+    frames: mpsc::Receiver<Message>,
     shutdown: watch::Receiver<bool>,
     ctx: Arc<Context>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -81,7 +86,7 @@ pub fn spawn(
 async fn run(
     id: usize,
     listener: std::net::TcpListener,
-    mut frames: mpsc::Receiver<Bytes>,
+    mut frames: mpsc::Receiver<Message>,
     mut shutdown: watch::Receiver<bool>,
     ctx: Arc<Context>,
 ) {
@@ -145,6 +150,8 @@ impl Worker {
             },
             next_ping: Cell::new(next_ping),
             id,
+            batch_frames: RefCell::new(Vec::with_capacity(MAX_IOV)),
+            picked_frames: RefCell::new(Vec::with_capacity(MAX_IOV)),
         }
     }
 
@@ -159,27 +166,58 @@ impl Worker {
         (ping / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
-    /// Sends a batch of frames to every client: the slices are built once
-    /// and every client gets the same ones.
-    fn fan_out(&self, batch: &[Bytes]) {
+    /// Sends a batch of messages to every client. The slices are built
+    /// once and every client that takes every channel gets the same ones;
+    /// a client that chose channels gets its subset, in order.
+    fn fan_out(&self, batch: &[Message]) {
+        let mut all = self.batch_frames.borrow_mut();
+        all.clear();
+        all.extend(batch.iter().map(|m| m.frame.clone()));
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut total = 0;
-        for (slot, f) in slices.iter_mut().zip(batch) {
+        for (slot, f) in slices.iter_mut().zip(all.iter()) {
             *slot = IoSlice::new(f);
             total += f.len();
         }
-        let slices = &slices[..batch.len()];
-        let conns = self.conns.borrow();
-        let mut reached = 0u64;
-        for c in conns.iter() {
-            match c.deliver(batch, slices, total) {
-                Delivery::Written | Delivery::Queued => reached += 1,
+        let slices = &slices[..all.len()];
+        let mut picked = self.picked_frames.borrow_mut();
+        let (mut deliveries, mut bytes) = (0u64, 0u64);
+        for c in self.conns.borrow().iter() {
+            let (delivery, n, len) = match c.selection() {
+                None => (c.deliver(&all, slices, total), all.len(), total),
+                Some(sel) => {
+                    let mut mine = [IoSlice::new(&[]); MAX_IOV];
+                    let mut len = 0;
+                    picked.clear();
+                    for m in batch.iter().filter(|m| sel.wants(m.mask, &m.channel)) {
+                        mine[picked.len()] = IoSlice::new(&m.frame);
+                        picked.push(m.frame.clone());
+                        len += m.frame.len();
+                    }
+                    if picked.is_empty() {
+                        continue;
+                    }
+                    let n = picked.len();
+                    (c.deliver(&picked, &mine[..n], len), n, len)
+                }
+            };
+            match delivery {
+                Delivery::Written | Delivery::Queued => {
+                    deliveries += n as u64;
+                    bytes += len as u64;
+                }
                 Delivery::SlowClosed => self.close_slow(c),
                 Delivery::Dropped => {}
             }
         }
-        self.counters()
-            .add(reached * batch.len() as u64, reached * total as u64);
+        self.counters().add(deliveries, bytes);
+    }
+
+    /// `None` for a client that takes every channel (the common case, which
+    /// then costs no memory and takes the shared fast path).
+    fn narrow(&self, sel: Selection) -> Option<Box<Selection>> {
+        let everything = sel.keys == self.ctx.cfg.channels.all() && sel.channels.is_empty();
+        (!everything).then(|| Box::new(sel))
     }
 
     fn close_slow(&self, c: &Conn) {
@@ -224,9 +262,22 @@ impl Worker {
     }
 
     fn add(&self, c: Rc<Conn>) {
+        self.ctx.stats.clients_of(self.counted_mask(&c), true);
         let mut conns = self.conns.borrow_mut();
         c.slot.set(conns.len());
         conns.push(c);
+    }
+
+    /// The keys a client counts under in the per-channel client gauges.
+    fn counted_mask(&self, c: &Conn) -> u64 {
+        let channels = &self.ctx.cfg.channels;
+        match c.selection() {
+            None => channels.all(),
+            Some(sel) => sel
+                .channels
+                .iter()
+                .fold(sel.keys, |m, ch| m | channels.mask_for(ch)),
+        }
     }
 
     fn remove(&self, c: &Conn) {
@@ -236,7 +287,9 @@ impl Worker {
         if let Some(moved) = conns.get(i) {
             moved.slot.set(i);
         }
+        drop(conns);
         self.ctx.stats.closed();
+        self.ctx.stats.clients_of(self.counted_mask(c), false);
     }
 
     /// Graceful shutdown: every client gets close 1001, then the worker
@@ -267,11 +320,17 @@ async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
     match &ctx.tls {
         None => {
             let mut stream = stream;
-            let Some((peer, buf)) = upgrade(&mut stream, addr, &ctx, deadline).await else {
+            let Some((peer, buf, sel)) = upgrade(&mut stream, addr, &ctx, deadline).await else {
                 return;
             };
             let stream = Rc::new(stream);
-            let c = Rc::new(Conn::new(Some(stream.clone()), ctx.cfg.queue_bytes, peer));
+            let c = Conn::new(
+                Some(stream.clone()),
+                ctx.cfg.queue_bytes,
+                peer,
+                w.narrow(sel),
+            );
+            let c = Rc::new(c);
             let reader = TcpReader(stream.clone());
             attach(&w, c, reader, TcpWriter(stream), buf).await;
         }
@@ -281,11 +340,11 @@ async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 Ok(Err(e)) => return debug!(ctx.log, "[-][{addr}][tls] handshake failed: {e}"),
                 Err(_) => return debug!(ctx.log, "[-][{addr}][tls] handshake timed out"),
             };
-            let Some((peer, buf)) = upgrade(&mut tls, addr, &ctx, deadline).await else {
+            let Some((peer, buf, sel)) = upgrade(&mut tls, addr, &ctx, deadline).await else {
                 return;
             };
             let (reader, writer) = tokio::io::split(tls);
-            let c = Rc::new(Conn::new(None, ctx.cfg.queue_bytes, peer));
+            let c = Rc::new(Conn::new(None, ctx.cfg.queue_bytes, peer, w.narrow(sel)));
             attach(&w, c, reader, writer, buf).await;
         }
     }
@@ -307,32 +366,19 @@ async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(
 }
 
 /// Reads the upgrade request within `deadline` and answers it. Returns the
-/// peer's log label and any bytes that followed the request.
+/// peer's log label, any bytes that followed the request, and what the
+/// client chose to receive.
 async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     addr: SocketAddr,
     ctx: &Context,
     deadline: tokio::time::Instant,
-) -> Option<(String, BytesMut)> {
-    let cfg = &ctx.cfg;
+) -> Option<(String, BytesMut, Selection)> {
     let mut buf = vec![0u8; handshake::MAX_REQUEST];
     let mut filled = 0;
-    let outcome = timeout_at(deadline, async {
-        loop {
-            let n = stream.read(&mut buf[filled..]).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            filled += n;
-            match handshake::parse(&buf[..filled], &cfg.route, &cfg.origins) {
-                Ok(None) => continue,
-                other => return Some(other),
-            }
-        }
-    })
-    .await;
-    let result = match outcome {
-        Ok(Some(result)) => result,
+    let request = timeout_at(deadline, read_request(stream, &mut buf, &mut filled, ctx)).await;
+    let admitted = match request {
+        Ok(Some(parsed)) => parsed.and_then(|acc| admit(acc, ctx)),
         Ok(None) => {
             debug!(
                 ctx.log,
@@ -344,40 +390,24 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
             info!(
                 ctx.log,
                 "[-][{addr}][handshake] refused: no complete request within {:?}",
-                cfg.handshake_timeout
+                ctx.cfg.handshake_timeout
             );
             ctx.stats.refused(0);
             return None;
         }
     };
-    let result = result.and_then(|acc| match acc {
-        Some(acc) if !ctx.stats.try_open(cfg.max_connections) => Err(Refusal {
-            real_ip: acc.real_ip,
-            ..Refusal::new(
-                503,
-                format!(
-                    "at capacity: -ws-max-connections is {}",
-                    cfg.max_connections
-                ),
-            )
-        }),
-        other => Ok(other),
-    });
-    match result {
-        Ok(Some(acc)) => {
+    match admitted {
+        Ok((acc, selection)) => {
             let peer = format!("[{}][{addr}]", acc.real_ip.as_deref().unwrap_or("-"));
             let response = handshake::switching_protocols(&acc.accept);
-            if timeout_at(deadline, stream.write_all(&response))
-                .await
-                .map_or(true, |r| r.is_err())
-            {
+            let written = timeout_at(deadline, stream.write_all(&response)).await;
+            if !matches!(written, Ok(Ok(()))) {
                 ctx.stats.closed();
                 return None;
             }
             info!(ctx.log, "{peer}[connect] OK");
-            Some((peer, BytesMut::from(&buf[acc.consumed..filled])))
+            Some((peer, BytesMut::from(&buf[acc.consumed..filled]), selection))
         }
-        Ok(None) => unreachable!("partial requests loop above"),
         Err(refusal) => {
             let real_ip = refusal.real_ip.as_deref().unwrap_or("-");
             info!(
@@ -389,6 +419,52 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
             None
         }
     }
+}
+
+/// Reads until the request head parses (or fails to); `None` at EOF.
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+    filled: &mut usize,
+    ctx: &Context,
+) -> Option<Result<handshake::Accepted, Refusal>> {
+    loop {
+        let n = stream.read(&mut buf[*filled..]).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        *filled += n;
+        match handshake::parse(&buf[..*filled], &ctx.cfg.route, &ctx.cfg.origins) {
+            Ok(None) => continue,
+            Ok(Some(acc)) => return Some(Ok(acc)),
+            Err(refusal) => return Some(Err(refusal)),
+        }
+    }
+}
+
+/// After a valid upgrade request: the channels it asks for must be relayed
+/// here (404 otherwise) and there must be room (503 otherwise).
+fn admit(
+    acc: handshake::Accepted,
+    ctx: &Context,
+) -> Result<(handshake::Accepted, Selection), Refusal> {
+    let refuse = |status, why: String| Refusal {
+        real_ip: acc.real_ip.clone(),
+        ..Refusal::new(status, why)
+    };
+    let selection = ctx
+        .cfg
+        .channels
+        .select(&acc.query)
+        .map_err(|why| refuse(404, why))?;
+    if !ctx.stats.try_open(ctx.cfg.max_connections) {
+        let why = format!(
+            "at capacity: -ws-max-connections is {}",
+            ctx.cfg.max_connections
+        );
+        return Err(refuse(503, why));
+    }
+    Ok((acc, selection))
 }
 
 /// Writes an error response, then reads (and drops) what the client still

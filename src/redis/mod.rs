@@ -1,4 +1,6 @@
-//! The Redis side: one subscriber connection per process.
+//! The Redis side: one subscriber connection per process (one per node
+//! in a cluster).
 
+pub mod connect;
 pub mod resp;
 pub mod subscriber;

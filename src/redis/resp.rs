@@ -1,10 +1,11 @@
 //! Reading what Redis sends to a subscriber.
 //!
-//! Every reply goes through `redis-protocol`, except the one that matters
-//! for speed: the `message` push. `redis-protocol` builds a `Vec` of frames
-//! for each array, which would be an allocation per relayed message; a
-//! `message` push has a fixed shape, so [`PushReader`] recognises it in
-//! place and hands out byte ranges of the read buffer instead. The same
+//! Every reply goes through `redis-protocol`, except the ones that matter
+//! for speed: the `message`, `pmessage` and `smessage` pushes.
+//! `redis-protocol` builds a `Vec` of frames for each array, which would be
+//! an allocation per relayed message; these pushes have a fixed shape, so
+//! [`PushReader`] recognises them in place and hands out byte ranges of the
+//! read buffer instead. The same
 //! scan learns a payload's length before its bytes arrive, so an oversized
 //! payload is skipped as it streams in, never buffered.
 
@@ -13,18 +14,25 @@ use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::types::BytesFrame;
 use std::ops::Range;
 
-/// The fixed head of a `message` push in RESP2.
-const MESSAGE_HEAD: &[u8] = b"*3\r\n$7\r\nmessage\r\n";
+/// The fixed heads of the pushes that carry messages, and whether a
+/// pattern comes before the channel.
+const HEADS: [(&[u8], bool); 3] = [
+    (b"*3\r\n$7\r\nmessage\r\n", false),
+    (b"*4\r\n$8\r\npmessage\r\n", true),
+    (b"*3\r\n$8\r\nsmessage\r\n", false),
+];
 /// A bulk length longer than this many digits is malformed.
 const MAX_LEN_DIGITS: usize = 12;
 
 /// One item read off the subscriber connection.
 #[derive(Debug, PartialEq)]
 pub enum Item {
-    /// A `message` push; the ranges index the buffer given to
-    /// [`PushReader::next`], which the caller must `advance` by `consumed`
-    /// once it has used them.
+    /// A `message`, `pmessage` or `smessage` push; the ranges index the
+    /// buffer given to [`PushReader::next`], which the caller must
+    /// `advance` by `consumed` once it has used them. `pattern` is set for
+    /// a `pmessage`.
     Message {
+        pattern: Option<Range<usize>>,
         channel: Range<usize>,
         payload: Range<usize>,
         consumed: usize,
@@ -53,7 +61,7 @@ enum Scan {
     NotMessage,
     /// Incomplete; the whole push will take this many bytes (when known).
     Incomplete(Option<usize>),
-    Complete(Range<usize>, Range<usize>, usize),
+    Complete(Option<Range<usize>>, Range<usize>, Range<usize>, usize),
     Oversized(Range<usize>, usize, usize),
 }
 
@@ -84,7 +92,8 @@ impl PushReader {
             }
         }
         match scan(buf, self.max_payload)? {
-            Scan::Complete(channel, payload, consumed) => Ok(Some(Item::Message {
+            Scan::Complete(pattern, channel, payload, consumed) => Ok(Some(Item::Message {
+                pattern,
                 channel,
                 payload,
                 consumed,
@@ -108,23 +117,30 @@ impl PushReader {
     }
 }
 
-/// Recognises a `message` push at the front of `buf`.
+/// Recognises a message push at the front of `buf`.
 fn scan(buf: &[u8], max_payload: usize) -> Result<Scan, RespError> {
-    if buf.len() < MESSAGE_HEAD.len() {
-        return Ok(if MESSAGE_HEAD.starts_with(buf) {
-            Scan::Incomplete(None)
-        } else {
-            Scan::NotMessage
-        });
+    let mut found = None;
+    for (head, pattern) in HEADS {
+        if buf.starts_with(head) {
+            found = Some((head.len(), pattern));
+            break;
+        }
+        if head.starts_with(buf) {
+            return Ok(Scan::Incomplete(None));
+        }
     }
-    if !buf.starts_with(MESSAGE_HEAD) {
+    let Some((mut at, has_pattern)) = found else {
         return Ok(Scan::NotMessage);
-    }
-    let Some((clen, at)) = bulk_len(buf, MESSAGE_HEAD.len())? else {
-        return Ok(Scan::Incomplete(None));
     };
-    let channel = at..at + clen;
-    let Some(after) = crlf(buf, channel.end)? else {
+    let mut pattern = None;
+    if has_pattern {
+        let Some((range, next)) = bulk(buf, at)? else {
+            return Ok(Scan::Incomplete(None));
+        };
+        pattern = Some(range);
+        at = next;
+    }
+    let Some((channel, after)) = bulk(buf, at)? else {
         return Ok(Scan::Incomplete(None));
     };
     let Some((plen, at)) = bulk_len(buf, after)? else {
@@ -135,9 +151,17 @@ fn scan(buf: &[u8], max_payload: usize) -> Result<Scan, RespError> {
     }
     let payload = at..at + plen;
     match crlf(buf, payload.end)? {
-        Some(end) => Ok(Scan::Complete(channel, payload, end)),
+        Some(end) => Ok(Scan::Complete(pattern, channel, payload, end)),
         None => Ok(Scan::Incomplete(Some(payload.end + 2))),
     }
+}
+
+/// A complete short bulk string at `at`: its range and the index after it.
+fn bulk(buf: &[u8], at: usize) -> Result<Option<(Range<usize>, usize)>, RespError> {
+    let Some((len, start)) = bulk_len(buf, at)? else {
+        return Ok(None);
+    };
+    Ok(crlf(buf, start + len)?.map(|next| (start..start + len, next)))
 }
 
 /// Parses `$<len>\r\n` at `at`: the length and where the data starts.
@@ -204,12 +228,17 @@ mod tests {
             while let Some(item) = r.next(&mut buf).unwrap() {
                 out.push(match item {
                     Item::Message {
+                        pattern,
                         channel,
                         payload,
                         consumed,
                     } => {
                         let s = format!(
-                            "{}:{}",
+                            "{}{}:{}",
+                            pattern.map_or(String::new(), |p| format!(
+                                "{}>",
+                                String::from_utf8_lossy(&buf[p])
+                            )),
                             String::from_utf8_lossy(&buf[channel]),
                             String::from_utf8_lossy(&buf[payload])
                         );
@@ -237,6 +266,18 @@ mod tests {
         assert_eq!(whole[1], "c:hello");
         assert_eq!(whole[3], "c:dropped 40");
         assert_eq!(whole[4], "c:after");
+        for step in 1..s.len() {
+            assert_eq!(feed(&s, step, 20), whole, "step {step}");
+        }
+    }
+
+    #[test]
+    fn pattern_and_sharded_pushes() {
+        let mut s = b"*4\r\n$8\r\npmessage\r\n$3\r\nn.*\r\n$3\r\nn.a\r\n$2\r\nhi\r\n".to_vec();
+        s.extend_from_slice(b"*3\r\n$8\r\nsmessage\r\n$1\r\ns\r\n$3\r\nyes\r\n");
+        s.extend(push("c", &[b'z'; 30]));
+        let whole = feed(&s, s.len(), 20);
+        assert_eq!(whole, ["n.*>n.a:hi", "s:yes", "c:dropped 30"]);
         for step in 1..s.len() {
             assert_eq!(feed(&s, step, 20), whole, "step {step}");
         }

@@ -1,13 +1,14 @@
-//! The one Redis connection of the process: SUBSCRIBE, read pushes, encode
-//! each payload once, hand the frame to the hub. On any failure it backs
-//! off (capped, exponential, with jitter), reconnects and resubscribes;
-//! the WebSocket side never notices except for the gap.
+//! The one Redis connection of the process: SUBSCRIBE (and PSUBSCRIBE for
+//! patterns), read pushes, encode each payload once, hand the message to
+//! the hub. On any failure it backs off (capped, exponential, with jitter),
+//! reconnects and resubscribes; the WebSocket side never notices except for
+//! the gap.
 
+use super::connect::{ConnectError, Target};
 use super::resp::{Item, PushReader};
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Drop, Encoder, Hub};
 use crate::stats::Stats;
-use crate::ws::frame;
 use bytes::{Buf, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
 use slog::{debug, info, warn, Logger};
@@ -15,11 +16,10 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::{sleep, sleep_until, timeout};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::time::{sleep, sleep_until};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Read buffer size; a larger payload grows it to fit, once.
@@ -28,60 +28,91 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The subscriber and what it needs.
 pub struct Subscriber {
     pub cfg: Config,
+    pub target: Target,
     pub hub: Hub,
+    pub encoder: Encoder,
     pub log: Logger,
     pub stats: Arc<Stats>,
+    /// Told when Redis refuses our credentials or subscriptions before the
+    /// first subscription succeeded: a configuration error, fatal at start.
+    pub fatal: Option<oneshot::Sender<String>>,
 }
 
 /// Why a connection ended.
-type Failure = String;
+struct Failure {
+    why: String,
+    /// Refused credentials or permissions (rather than a network fault).
+    refused: bool,
+}
+
+impl Failure {
+    fn io(why: impl Into<String>) -> Failure {
+        Failure {
+            why: why.into(),
+            refused: false,
+        }
+    }
+}
 
 impl Subscriber {
-    fn addr(&self) -> String {
-        format!("{}:{}", self.cfg.redis_host, self.cfg.redis_port)
-    }
-
-    /// Runs forever: connect, subscribe, relay; on failure, back off and
-    /// start again. Cancelled by dropping the future.
-    pub async fn run(self) {
+    /// Runs until dropped: connect, subscribe, relay; on failure, back off
+    /// and start again. Returns only after reporting a fatal start-up
+    /// error.
+    pub async fn run(mut self) {
         let mut backoff = Backoff::new();
         loop {
-            let Err(why) = self.session(&mut backoff).await;
+            let Err(failure) = self.session(&mut backoff).await;
             self.stats.redis_up.store(false, Relaxed);
+            if failure.refused && backoff.first {
+                if let Some(fatal) = self.fatal.take() {
+                    let _ = fatal.send(failure.why);
+                    return;
+                }
+            }
             // One line per state change: the first failure after a healthy
             // spell is a warning, the retries that follow are debug lines.
             if backoff.is_reset() {
-                warn!(self.log, "[redis] {why}; reconnecting");
+                warn!(self.log, "[redis] {}; reconnecting", failure.why);
             } else {
-                debug!(self.log, "[redis] {why}; retrying");
+                debug!(self.log, "[redis] {}; retrying", failure.why);
             }
-            sleep(backoff.next()).await;
+            sleep(backoff.next_delay()).await;
         }
     }
 
     /// One connection, from connect to failure. Resets `backoff` once
     /// subscribed.
-    async fn session(&self, backoff: &mut Backoff) -> Result<Infallible, Failure> {
-        let addr = self.addr();
-        let mut sock = match timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("cannot connect to {addr}: {e}")),
-            Err(_) => return Err(format!("cannot connect to {addr}: timed out")),
-        };
-        let _ = sock.set_nodelay(true);
+    async fn session(&mut self, backoff: &mut Backoff) -> Result<Infallible, Failure> {
+        let addr = self.target.describe();
+        let mut sock = self.target.connect().await.map_err(|e| match e {
+            ConnectError::Io(why) => Failure::io(format!("cannot connect to {addr}: {why}")),
+            ConnectError::Refused(why) => Failure {
+                why: format!("{addr} refused us: {why}"),
+                refused: true,
+            },
+        })?;
         debug!(self.log, "[redis] connected to {addr}");
-        sock.write_all(&command(&[b"SUBSCRIBE", self.cfg.channel.as_bytes()]))
+        for cmd in subscribe_commands(&self.cfg) {
+            sock.write_all(&cmd)
+                .await
+                .map_err(|e| Failure::io(format!("connection to {addr} lost: {e}")))?;
+        }
+        // TLS buffers what it encrypts: push it out.
+        sock.flush()
             .await
-            .map_err(|e| format!("connection to {addr} lost: {e}"))?;
-        self.relay(&mut sock, backoff)
-            .await
-            .map_err(|why| format!("connection to {addr} lost: {why}"))
+            .map_err(|e| Failure::io(format!("connection to {addr} lost: {e}")))?;
+        self.relay(&mut sock, backoff).await.map_err(|mut f| {
+            if !f.refused {
+                f.why = format!("connection to {addr} lost: {}", f.why);
+            }
+            f
+        })
     }
 
     /// Reads until the connection fails, relaying messages.
-    async fn relay(
-        &self,
-        sock: &mut TcpStream,
+    async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        sock: &mut S,
         backoff: &mut Backoff,
     ) -> Result<Infallible, Failure> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -89,100 +120,179 @@ impl Subscriber {
         let keepalive = self.cfg.keepalive;
         let mut last_read = Instant::now();
         let mut ping_sent: Option<Instant> = None;
+        let mut confirmed = 0;
         loop {
             let deadline = ping_sent.unwrap_or(last_read) + keepalive;
             let want = reader.wanted(&buf).unwrap_or(0).saturating_sub(buf.len());
             buf.reserve(want.max(READ_CHUNK / 4));
             tokio::select! {
                 n = sock.read_buf(&mut buf) => match n {
-                    Ok(0) => return Err("closed by Redis".into()),
+                    Ok(0) => return Err(Failure::io("closed by Redis")),
                     Ok(_) => {
                         last_read = Instant::now();
                         ping_sent = None;
                     }
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(Failure::io(e.to_string())),
                 },
                 _ = sleep_until(deadline.into()) => {
                     if ping_sent.is_some() {
-                        return Err(format!("no answer to PING within {keepalive:?}"));
+                        return Err(Failure::io(format!("no answer to PING within {keepalive:?}")));
                     }
-                    sock.write_all(&command(&[b"PING"])).await.map_err(|e| e.to_string())?;
+                    sock.write_all(&command(&[b"PING"])).await.map_err(|e| Failure::io(e.to_string()))?;
+                    sock.flush().await.map_err(|e| Failure::io(e.to_string()))?;
                     ping_sent = Some(Instant::now());
                     continue;
                 }
             }
-            self.drain(&mut buf, &mut reader, backoff).await?;
+            self.drain(&mut buf, &mut reader, backoff, &mut confirmed)
+                .await?;
         }
     }
 
     /// Handles every complete item in `buf`.
     async fn drain(
-        &self,
+        &mut self,
         buf: &mut BytesMut,
         reader: &mut PushReader,
         backoff: &mut Backoff,
+        confirmed: &mut usize,
     ) -> Result<(), Failure> {
-        while let Some(item) = reader.next(buf).map_err(|e| e.0)? {
+        while let Some(item) = reader.next(buf).map_err(|e| Failure::io(e.0))? {
             match item {
                 Item::Message {
-                    payload, consumed, ..
+                    pattern,
+                    channel,
+                    payload,
+                    consumed,
                 } => {
-                    let frame = self.encode(&buf[payload]);
+                    let relay = match &pattern {
+                        Some(p) => self
+                            .encoder
+                            .channels()
+                            .relays_pattern_copy(&buf[p.clone()], &buf[channel.clone()]),
+                        None => true,
+                    };
+                    let msg = relay.then(|| self.encode(&buf[channel], &buf[payload]));
                     buf.advance(consumed);
-                    if let Some(frame) = frame {
-                        self.hub.publish(frame).await;
+                    if let Some(Some(msg)) = msg {
+                        self.hub.publish(msg).await;
                     }
                 }
                 Item::Oversized { channel, len } => {
+                    let mask = self.encoder.channels().mask_for(channel.as_bytes());
+                    self.stats.each_key(mask, |k| {
+                        k.received.fetch_add(1, Relaxed);
+                        k.dropped.fetch_add(1, Relaxed);
+                    });
+                    self.stats.received.fetch_add(1, Relaxed);
                     self.stats.dropped.fetch_add(1, Relaxed);
                     warn!(self.log, "[redis] dropped a {len}-byte message on {channel}: over -rs-max-payload ({} bytes)", self.cfg.max_payload);
                 }
-                Item::Reply(reply) => self.reply(reply, backoff)?,
+                Item::Reply(reply) => self.reply(reply, backoff, confirmed)?,
             }
         }
         Ok(())
     }
 
-    /// The frame for one payload, or `None` when it is dropped.
-    fn encode(&self, payload: &[u8]) -> Option<bytes::Bytes> {
-        self.stats.received.fetch_add(1, Relaxed);
-        if self.cfg.json_only && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
-            self.stats.dropped.fetch_add(1, Relaxed);
-            warn!(
-                self.log,
-                "[redis] failed to parse JSON; dropped a {}-byte message (-ws-json-only)",
-                payload.len()
-            );
-            return None;
+    /// The message for one payload, or `None` when it is dropped.
+    fn encode(&mut self, channel: &[u8], payload: &[u8]) -> Option<crate::hub::Message> {
+        match self.encoder.encode(channel, payload) {
+            Ok(msg) => Some(msg),
+            Err(Drop::NotJson) => {
+                warn!(
+                    self.log,
+                    "[redis] failed to parse JSON; dropped a {}-byte message (-ws-json-only)",
+                    payload.len()
+                );
+                None
+            }
+            Err(_) => None,
         }
-        Some(frame::message(payload))
     }
 
     /// Non-message replies: subscription confirmations, PONG, errors.
-    fn reply(&self, reply: BytesFrame, backoff: &mut Backoff) -> Result<(), Failure> {
+    fn reply(
+        &self,
+        reply: BytesFrame,
+        backoff: &mut Backoff,
+        confirmed: &mut usize,
+    ) -> Result<(), Failure> {
         match reply {
             BytesFrame::Array(items) => match items.first() {
-                Some(BytesFrame::BulkString(kind)) if kind.as_ref() == b"subscribe" => {
-                    if !backoff.first {
-                        self.stats.redis_reconnects.fetch_add(1, Relaxed);
+                Some(BytesFrame::BulkString(kind))
+                    if matches!(kind.as_ref(), b"subscribe" | b"psubscribe") =>
+                {
+                    *confirmed += 1;
+                    if *confirmed == self.encoder.channels().keys().len() {
+                        self.subscribed(backoff);
                     }
-                    backoff.first = false;
-                    self.stats.redis_up.store(true, Relaxed);
-                    info!(
-                        self.log,
-                        "[redis] subscribed to the {} channel on {}",
-                        self.cfg.channel,
-                        self.addr()
-                    );
-                    backoff.reset();
                     Ok(())
                 }
                 _ => Ok(()),
             },
-            BytesFrame::Error(e) => Err(format!("Redis answered an error: {e}")),
+            BytesFrame::Error(e) => Err(Failure {
+                refused: is_refusal(&e),
+                why: format!("Redis answered an error: {e}"),
+            }),
             _ => Ok(()),
         }
     }
+
+    /// Every key is subscribed: the relay is live.
+    fn subscribed(&self, backoff: &mut Backoff) {
+        if !backoff.first {
+            self.stats.redis_reconnects.fetch_add(1, Relaxed);
+        }
+        backoff.first = false;
+        backoff.reset();
+        self.stats.redis_up.store(true, Relaxed);
+        let keys = self.encoder.channels().keys();
+        let what = match keys {
+            [one] if !one.pattern => format!("the {} channel", one.name),
+            _ => keys
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        info!(
+            self.log,
+            "[redis] subscribed to {what} on {}",
+            self.target.describe()
+        );
+    }
+}
+
+/// Errors that mean "not allowed" rather than "try again".
+pub fn is_refusal(error: &str) -> bool {
+    [
+        "NOAUTH",
+        "WRONGPASS",
+        "NOPERM",
+        "ERR AUTH",
+        "ERR invalid password",
+    ]
+    .iter()
+    .any(|p| error.starts_with(p))
+}
+
+/// SUBSCRIBE for the channel names and PSUBSCRIBE for the patterns.
+fn subscribe_commands(cfg: &Config) -> Vec<Vec<u8>> {
+    let keys = cfg.channels.keys();
+    let mut out = Vec::new();
+    for (verb, pattern) in [(&b"SUBSCRIBE"[..], false), (b"PSUBSCRIBE", true)] {
+        let names: Vec<&[u8]> = keys
+            .iter()
+            .filter(|k| k.pattern == pattern)
+            .map(|k| k.name.as_bytes())
+            .collect();
+        if !names.is_empty() {
+            let mut parts = vec![verb];
+            parts.extend(names);
+            out.push(command(&parts));
+        }
+    }
+    out
 }
 
 /// A RESP command array.
@@ -198,16 +308,16 @@ pub fn command(parts: &[&[u8]]) -> Vec<u8> {
 
 /// Capped exponential backoff with jitter, so that many relays restarted
 /// together do not reconnect in lockstep.
-struct Backoff {
+pub struct Backoff {
     current: Duration,
     seed: u64,
     reset: bool,
     /// No subscription has succeeded yet (the next one is not a reconnect).
-    first: bool,
+    pub first: bool,
 }
 
 impl Backoff {
-    fn new() -> Backoff {
+    pub fn new() -> Backoff {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
@@ -220,18 +330,18 @@ impl Backoff {
         }
     }
 
-    fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.current = BACKOFF_MIN;
         self.reset = true;
     }
 
-    fn is_reset(&self) -> bool {
+    pub fn is_reset(&self) -> bool {
         self.reset
     }
 
     /// The next delay: between half and all of the current step, which
     /// then doubles up to the cap.
-    fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         self.reset = false;
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
@@ -243,6 +353,12 @@ impl Backoff {
     }
 }
 
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,12 +366,12 @@ mod tests {
     #[test]
     fn backoff_grows_to_its_cap_with_jitter() {
         let mut b = Backoff::new();
-        let delays: Vec<Duration> = (0..12).map(|_| b.next()).collect();
+        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
         assert!(delays[0] >= BACKOFF_MIN / 2 && delays[0] <= BACKOFF_MIN);
         assert!(delays.iter().all(|d| *d <= BACKOFF_MAX));
         assert!(delays[11] >= BACKOFF_MAX / 2);
         b.reset();
-        assert!(b.next() <= BACKOFF_MIN);
+        assert!(b.next_delay() <= BACKOFF_MIN);
     }
 
     #[test]
@@ -264,5 +380,17 @@ mod tests {
             command(&[b"SUBSCRIBE", b"ch"]),
             b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n"
         );
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(is_refusal(
+            "NOPERM this user has no permissions to access one of the channels used as arguments"
+        ));
+        assert!(is_refusal(
+            "WRONGPASS invalid username-password pair or user is disabled."
+        ));
+        assert!(is_refusal("NOAUTH Authentication required."));
+        assert!(!is_refusal("ERR unknown command"));
     }
 }

@@ -108,7 +108,8 @@ fn split_port(hostport: &str) -> Result<(&str, Option<u16>), &'static str> {
             _ => return Err("junk after IPv6 address"),
         }
     } else {
-        hostport.rfind(':')
+        // The first colon: a host that is not an IPv6 literal has none.
+        hostport.find(':')
     };
     match colon {
         None => Ok((hostport, None)),
@@ -192,6 +193,11 @@ mod tests {
         );
         assert!(Origin::parse("http://[::1").is_err());
         assert!(Origin::parse("http://a/b").is_err());
+        // Found by fuzzing (fuzz/corpus/origin/regression-colon-in-host):
+        // "a:b" was taken as a host, and "http://a:b" did not parse back.
+        assert!(Origin::parse("https://Exaempps:le.COM:443/").is_err());
+        assert!(Origin::parse("http://a:b:80").is_err());
+        assert!(Origin::parse("http://::1").is_err());
         assert_eq!(
             Origin::parse("chrome-extension://ABC").unwrap().to_string(),
             "chrome-extension://abc"
