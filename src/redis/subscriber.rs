@@ -60,6 +60,7 @@ impl Subscriber {
     /// error.
     pub async fn run(mut self) {
         let mut backoff = Backoff::new();
+        let mut was_refused = false;
         loop {
             let Err(failure) = self.session(&mut backoff).await;
             self.stats.redis_up.store(false, Relaxed);
@@ -70,8 +71,11 @@ impl Subscriber {
                 }
             }
             // One line per state change: the first failure after a healthy
-            // spell is a warning, the retries that follow are debug lines.
-            if backoff.is_reset() {
+            // spell, or the first refusal, is a warning; the retries that
+            // follow are debug lines.
+            let changed = backoff.is_reset() || failure.refused != was_refused;
+            was_refused = failure.refused;
+            if changed {
                 warn!(self.log, "[redis] {}; reconnecting", failure.why);
             } else {
                 debug!(self.log, "[redis] {}; retrying", failure.why);
