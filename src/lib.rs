@@ -5,6 +5,7 @@
 //! the [`hub`] to every [`worker`], which writes it to each of its clients
 //! ([`conn`]). The binaries are thin wrappers around [`server::run`].
 
+pub mod broker;
 pub mod channels;
 pub mod config;
 pub mod conn;
@@ -15,6 +16,7 @@ pub mod hub;
 pub mod log;
 pub mod metrics;
 pub mod net;
+pub mod publish;
 pub mod redis;
 pub mod server;
 pub mod stats;

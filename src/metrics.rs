@@ -89,7 +89,9 @@ fn route(get: bool, path: &str, stats: &Stats, info: &Info) -> (&'static str, St
     match (get, path) {
         (true, "/metrics") => ("200 OK", render(stats, info)),
         (true, "/healthz") => ("200 OK", "ok\n".into()),
-        (true, "/readyz") if stats.redis_up.load(Relaxed) => ("200 OK", "ready\n".into()),
+        (true, "/readyz") if stats.redis_up.load(Relaxed) || stats.embedded.load(Relaxed) => {
+            ("200 OK", "ready\n".into())
+        }
         (true, "/readyz") => (
             "503 Service Unavailable",
             "not subscribed to Redis\n".into(),

@@ -9,7 +9,7 @@ use crate::redis::subscriber::Subscriber;
 use crate::stats::Stats;
 use crate::ws::frame;
 use crate::ws::origin::OriginPolicy;
-use crate::{log, metrics, net, tls, worker};
+use crate::{broker, log, metrics, net, publish, tls, worker};
 use slog::{info, warn, Logger};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -65,7 +65,21 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let metrics_listener = cfg.metrics_addr.map(bind_metrics).transpose()?;
-    log_init(&log, &cfg, local, &nofile, tls.is_some());
+    let broker_listener = cfg.embedded_broker.map(bind_broker).transpose()?;
+    let broker_addr = broker_listener.as_ref().map(local_addr).transpose()?;
+    let publish_listener = cfg
+        .publish
+        .as_ref()
+        .map(|p| bind(p.addr, "-publish-addr"))
+        .transpose()?;
+    log_init(&log, &cfg, local, &nofile, tls.is_some(), broker_addr);
+    if let Some(l) = &publish_listener {
+        info!(
+            log,
+            "[init] publish endpoint on http://{}/publish",
+            local_addr(l)?
+        );
+    }
     if let Some(l) = &metrics_listener {
         let addr = l.local_addr().map_err(|e| e.to_string())?;
         info!(
@@ -75,7 +89,12 @@ fn start(mut cfg: Config) -> Result<i32, String> {
     }
 
     let stats = Arc::new(Stats::new(cfg.workers, cfg.channels.keys().len()));
-    let target = Target::new(&cfg.redis)?;
+    stats.embedded.store(broker_listener.is_some(), Relaxed);
+    // Redis is configured (and its TLS files read) only when it is used.
+    let target = match &broker_listener {
+        None => Some(Target::new(&cfg.redis)?),
+        Some(_) => None,
+    };
     let encoder = Encoder::new(
         Arc::new(cfg.channels.clone()),
         cfg.envelope,
@@ -98,7 +117,26 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         workers.push(h);
     }
     let (fatal_tx, mut fatal) = tokio::sync::oneshot::channel();
-    let subscriber = Subscriber {
+    let publish_sink = match &target {
+        Some(target) => publish::Sink::Redis {
+            target: target.clone(),
+        },
+        None => publish::Sink::Local {
+            encoder: encoder.clone(),
+            hub: hub.clone(),
+            stats: stats.clone(),
+        },
+    };
+    let broker = broker::Broker {
+        encoder: encoder.clone(),
+        hub: hub.clone(),
+        stats: stats.clone(),
+        token: cfg.publish.as_ref().map(|p| p.token.clone()),
+        max_payload: cfg.max_payload,
+    };
+    // Without Redis the subscriber is never built: `fatal` then never
+    // fires (its sender is dropped).
+    let subscriber = target.map(|target| Subscriber {
         cfg: cfg.clone(),
         target,
         hub: hub.clone(),
@@ -106,14 +144,25 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         log: log.clone(),
         stats: stats.clone(),
         fatal: Some(fatal_tx),
-    };
+        node: None,
+    });
     let info = Arc::new(metrics::Info {
         keys: cfg.channels.keys().iter().map(|k| k.name.clone()).collect(),
         max_connections: cfg.max_connections,
         workers: cfg.workers,
     });
     Ok(rt.block_on(async move {
-        let sub = tokio::spawn(subscriber.run());
+        let sub = subscriber.map(|s| tokio::spawn(s.run()));
+        if let Some(l) = broker_listener {
+            let l = tokio::net::TcpListener::from_std(l).expect("broker listener");
+            tokio::spawn(broker::serve(l, broker, log.clone()));
+        }
+        if let (Some(l), Some(p)) = (publish_listener, &cfg.publish) {
+            let l = tokio::net::TcpListener::from_std(l).expect("publish listener");
+            let token = p.token.clone();
+            let max = cfg.max_payload;
+            tokio::spawn(publish::serve(l, token, max, publish_sink, log.clone()));
+        }
         let beat = cfg
             .heartbeat
             .map(|every| tokio::spawn(heartbeat(hub, every)));
@@ -143,7 +192,9 @@ fn start(mut cfg: Config) -> Result<i32, String> {
             stats.open.load(Relaxed),
             cfg.shutdown_timeout
         );
-        sub.abort();
+        if let Some(s) = sub {
+            s.abort();
+        }
         if let Some(b) = beat {
             b.abort();
         }
@@ -174,6 +225,38 @@ fn bind_metrics(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, Str
         .map_err(|e| format!("cannot listen on -metrics-addr {addr}: {e}"))
 }
 
+/// A non-blocking listener for the main runtime; the error names `flag`.
+fn bind(addr: std::net::SocketAddr, flag: &str) -> Result<std::net::TcpListener, String> {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .map_err(|e| format!("cannot listen on {flag} {addr}: {}", io_text(&e)))
+}
+
+/// The embedded broker's listener; a taken port is most likely a Redis
+/// server, and the error says so.
+fn bind_broker(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
+    bind(addr, "-broker").map_err(|e| {
+        if e.ends_with("Address already in use") {
+            format!("{e} (is a Redis server running there? pick another -broker-port)")
+        } else {
+            e
+        }
+    })
+}
+
+fn local_addr(l: &std::net::TcpListener) -> Result<std::net::SocketAddr, String> {
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+/// An I/O error's text without its " (os error N)" suffix.
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
 /// The `[init]` lines, in the original's words, plus the client cap and
 /// the effective configuration.
 fn log_init(
@@ -182,6 +265,7 @@ fn log_init(
     local: std::net::SocketAddr,
     nofile: &std::io::Result<(u64, u64)>,
     tls: bool,
+    broker: Option<std::net::SocketAddr>,
 ) {
     let from = match &cfg.origins {
         OriginPolicy::Any => "in INSECURE MODE which is not advised for production use".to_string(),
@@ -209,11 +293,17 @@ fn log_init(
                 .join(", ")
         ),
     };
-    info!(
-        log,
-        "[init] listening for pubsub messages from {} sent to {what}",
-        cfg.redis.addr()
-    );
+    match broker {
+        Some(addr) => info!(
+            log,
+            "[init] embedded broker: accepting PUBLISH on {addr} for {what}"
+        ),
+        None => info!(
+            log,
+            "[init] listening for pubsub messages from {} sent to {what}",
+            cfg.redis.addr()
+        ),
+    }
     match nofile {
         Ok((before, after)) => info!(
             log,

@@ -23,6 +23,8 @@ pub struct Stats {
     pub dropped: AtomicU64,
     pub redis_reconnects: AtomicU64,
     pub redis_up: AtomicBool,
+    /// Set at start with `-broker=embedded`: ready without Redis.
+    pub embedded: AtomicBool,
     pub workers: Box<[WorkerCounters]>,
     /// Per configured channel or pattern, in `-rs-channel` order.
     pub keys: Box<[KeyCounters]>,
@@ -73,6 +75,7 @@ impl Stats {
             dropped: AtomicU64::new(0),
             redis_reconnects: AtomicU64::new(0),
             redis_up: AtomicBool::new(false),
+            embedded: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
             keys: (0..keys).map(|_| KeyCounters::default()).collect(),
         }

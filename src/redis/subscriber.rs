@@ -36,13 +36,27 @@ pub struct Subscriber {
     /// Told when Redis refuses our credentials or subscriptions before the
     /// first subscription succeeded: a configuration error, fatal at start.
     pub fatal: Option<oneshot::Sender<String>>,
+    /// Set for one node of a Redis Cluster: SSUBSCRIBE to these channels
+    /// there. `None`: the configured server, every key.
+    pub node: Option<Node>,
+}
+
+/// One cluster node and the channels whose slots it owns.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub host: String,
+    pub port: u16,
+    pub channels: Vec<String>,
+    /// Set while this node's subscription is live (the cluster supervisor
+    /// derives readiness from all of them).
+    pub live: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a connection ended.
-struct Failure {
-    why: String,
+pub struct Failure {
+    pub why: String,
     /// Refused credentials or permissions (rather than a network fault).
-    refused: bool,
+    pub refused: bool,
 }
 
 impl Failure {
@@ -86,9 +100,15 @@ impl Subscriber {
 
     /// One connection, from connect to failure. Resets `backoff` once
     /// subscribed.
-    async fn session(&mut self, backoff: &mut Backoff) -> Result<Infallible, Failure> {
-        let addr = self.target.describe();
-        let mut sock = self.target.connect().await.map_err(|e| match e {
+    pub async fn session(&mut self, backoff: &mut Backoff) -> Result<Infallible, Failure> {
+        let (addr, connecting) = match &self.node {
+            None => (self.target.describe(), self.target.connect().await),
+            Some(n) => (
+                format!("cluster node {}:{}", n.host, n.port),
+                self.target.connect_to(&n.host, n.port).await,
+            ),
+        };
+        let mut sock = connecting.map_err(|e| match e {
             ConnectError::Io(why) => Failure::io(format!("cannot connect to {addr}: {why}")),
             ConnectError::Refused(why) => Failure {
                 why: format!("{addr} refused us: {why}"),
@@ -96,7 +116,7 @@ impl Subscriber {
             },
         })?;
         debug!(self.log, "[redis] connected to {addr}");
-        for cmd in subscribe_commands(&self.cfg) {
+        for cmd in self.subscribe_commands() {
             sock.write_all(&cmd)
                 .await
                 .map_err(|e| Failure::io(format!("connection to {addr} lost: {e}")))?;
@@ -224,13 +244,17 @@ impl Subscriber {
         match reply {
             BytesFrame::Array(items) => match items.first() {
                 Some(BytesFrame::BulkString(kind))
-                    if matches!(kind.as_ref(), b"subscribe" | b"psubscribe") =>
+                    if matches!(kind.as_ref(), b"subscribe" | b"psubscribe" | b"ssubscribe") =>
                 {
                     *confirmed += 1;
-                    if *confirmed == self.encoder.channels().keys().len() {
+                    if *confirmed == self.expected_confirmations() {
                         self.subscribed(backoff);
                     }
                     Ok(())
+                }
+                // The cluster moved a slot away from this node.
+                Some(BytesFrame::BulkString(kind)) if kind.as_ref() == b"sunsubscribe" => {
+                    Err(Failure::io("a slot moved to another node"))
                 }
                 _ => Ok(()),
             },
@@ -242,8 +266,37 @@ impl Subscriber {
         }
     }
 
+    /// Confirmations that mean "every channel is subscribed".
+    fn expected_confirmations(&self) -> usize {
+        match &self.node {
+            Some(n) => n.channels.len(),
+            None => self.encoder.channels().keys().len(),
+        }
+    }
+
+    /// SUBSCRIBE for the channel names and PSUBSCRIBE for the patterns, or
+    /// SSUBSCRIBE for a cluster node's channels.
+    fn subscribe_commands(&self) -> Vec<Vec<u8>> {
+        if let Some(node) = &self.node {
+            let mut parts: Vec<&[u8]> = vec![b"SSUBSCRIBE"];
+            parts.extend(node.channels.iter().map(|c| c.as_bytes()));
+            return vec![command(&parts)];
+        }
+        subscribe_commands(&self.cfg)
+    }
+
     /// Every key is subscribed: the relay is live.
     fn subscribed(&self, backoff: &mut Backoff) {
+        if let Some(node) = &self.node {
+            node.live.store(true, Relaxed);
+            backoff.first = false;
+            backoff.reset();
+            let list = node.channels.join(", ");
+            return info!(
+                self.log,
+                "[redis] subscribed to {list} on cluster node {}:{}", node.host, node.port
+            );
+        }
         if !backoff.first {
             self.stats.redis_reconnects.fetch_add(1, Relaxed);
         }

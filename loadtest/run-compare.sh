@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Measures pubsocketd against the floor relay, interleaved in one run:
+# floor, pubsocketd, floor, pubsocketd, … (REPEATS times each, per scenario),
+# each server started fresh, pinned to core 0 (taskset -c 0), with Redis and
+# the load generator pinned to core 1. Prints the median and min–max of each
+# figure per server and the ratio pubsocketd/floor (Markdown), and keeps every
+# run's JSON line and log in OUT_DIR.
+#
+# Usage: loadtest/run-compare.sh            (from the repository root or anywhere)
+# Environment (all optional):
+#   REPEATS=3            runs of each server per scenario (at least 3 for a median)
+#   DURATION=20          seconds of publishing per fan-out run, of holding for idle
+#   SCENARIOS="fanout-1k fanout-10k idle-10k"   which scenarios to run
+#   OUT_DIR=target/loadtest-compare-<time>      where results and logs go
+#   SERVER_CORE=0 LOAD_CORE=1                   cores for the relay / Redis + load
+#   NO_BUILD=1           skip `cargo build --release`
+#   NICE=10              niceness of the load generator and Redis (0: none)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+REPEATS="${REPEATS:-3}"
+DURATION="${DURATION:-20}"
+SCENARIOS="${SCENARIOS:-fanout-1k fanout-10k idle-10k}"
+SERVER_CORE="${SERVER_CORE:-0}"
+LOAD_CORE="${LOAD_CORE:-1}"
+NICE="${NICE:-10}"
+OUT_DIR="${OUT_DIR:-$ROOT/target/loadtest-compare-$(date +%Y%m%d-%H%M%S)}"
+BIN="$ROOT/target/release"
+mkdir -p "$OUT_DIR"
+RESULTS="$OUT_DIR/results.jsonl"
+: > "$RESULTS"
+
+if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --release -p pubsocketd -p pubsocketd-loadtest
+fi
+for b in pubsocketd floor pubsocketd-loadtest; do
+    [ -x "$BIN/$b" ] || { echo "run-compare: $BIN/$b is missing (cargo build --release)" >&2; exit 1; }
+done
+command -v redis-server >/dev/null || { echo "run-compare: redis-server not found" >&2; exit 1; }
+command -v taskset >/dev/null || { echo "run-compare: taskset not found (util-linux)" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
+        echo $((20000 + RANDOM % 20000))
+}
+
+wait_listen() { # port, pid
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill "$p" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT INT TERM
+
+nice_cmd=()
+[ "$NICE" != 0 ] && nice_cmd=(nice -n "$NICE")
+
+RP="$(free_port)"
+taskset -c "$LOAD_CORE" "${nice_cmd[@]}" redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no \
+    > "$OUT_DIR/redis.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_listen "$RP" "$REDIS_PID" || { echo "run-compare: redis-server did not start" >&2; exit 1; }
+
+# scenario -> load generator arguments
+scenario_args() {
+    case "$1" in
+        fanout-1k) echo "--mode fanout --clients 1000 --rate 500 --size 128 --duration $DURATION --settle 5" ;;
+        fanout-10k) echo "--mode fanout --clients 10000 --rate 50 --size 128 --duration $DURATION --settle 5" ;;
+        idle-10k) echo "--mode idle --clients 10000 --duration $DURATION" ;;
+        *) echo "run-compare: unknown scenario $1" >&2; exit 1 ;;
+    esac
+}
+
+start_server() { # kind, port -> sets SERVER_PID
+    local kind=$1 port=$2 log=$3
+    case "$kind" in
+        floor)
+            taskset -c "$SERVER_CORE" "$BIN/floor" --listen "127.0.0.1:$port" --redis "127.0.0.1:$RP" \
+                > "$log" 2>&1 &
+            ;;
+        pubsocketd)
+            taskset -c "$SERVER_CORE" "$BIN/pubsocketd" -ws-insecure -ws-host 127.0.0.1 -ws-port "$port" \
+                -rs-port "$RP" -workers 1 -ws-ping-interval 0 -log-level warn > "$log" 2>&1 &
+            ;;
+    esac
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_listen "$port" "$SERVER_PID"
+}
+
+echo "run-compare: $(nproc) cores, kernel $(uname -r), redis on :$RP (core $LOAD_CORE), relays on core $SERVER_CORE"
+echo "run-compare: scenarios: $SCENARIOS; $REPEATS repeats; ${DURATION}s each; results in $OUT_DIR"
+for scenario in $SCENARIOS; do
+    args="$(scenario_args "$scenario")"
+    for rep in $(seq 1 "$REPEATS"); do
+        for kind in floor pubsocketd; do
+            port="$(free_port)"
+            tag="$scenario-$kind-$rep"
+            start_server "$kind" "$port" "$OUT_DIR/$tag.server.log" ||
+                { echo "run-compare: $kind did not start, see $OUT_DIR/$tag.server.log" >&2; exit 1; }
+            # The relay must be subscribed before publishing; the load
+            # generator waits for it (PUBSUB NUMSUB) up to 5 s.
+            # shellcheck disable=SC2086
+            taskset -c "$LOAD_CORE" "${nice_cmd[@]}" "$BIN/pubsocketd-loadtest" $args \
+                --url "ws://127.0.0.1:$port/" --redis "127.0.0.1:$RP" \
+                --server-pid "$SERVER_PID" --label "$scenario/$kind" --json \
+                --svg "$OUT_DIR/$tag.svg" \
+                > "$OUT_DIR/$tag.out" 2> "$OUT_DIR/$tag.progress" || true
+            kill "$SERVER_PID" 2>/dev/null || true
+            wait "$SERVER_PID" 2>/dev/null || true
+            grep '^{' "$OUT_DIR/$tag.out" | tail -1 >> "$RESULTS" || true
+            sed -n '/^pubsocketd-loadtest/,/^{/p' "$OUT_DIR/$tag.out" | grep -v '^{' || true
+            # Let TIME_WAIT sockets and the kernel settle between runs.
+            sleep 2
+        done
+    done
+done
+
+echo
+echo "## Summary ($(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores; kernel $(uname -r))"
+echo
+"$BIN/pubsocketd-loadtest" --mode summary --input "$RESULTS" | tee "$OUT_DIR/summary.md"

@@ -1,0 +1,344 @@
+//! The demo page, `client/index.html`, end to end in headless Chromium:
+//! served over HTTP from an allowed origin it shows the messages published
+//! to Redis, in order; served from another origin it shows the refusal.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (run
+//! `.ci/install-test-deps`). Screenshots go to `target/test-artifacts/`.
+
+mod common;
+
+use common::redis::{free_port, RedisServer};
+use common::relay::{Lines, Relay};
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const INSTALL_HINT: &str =
+    "install Debian's chromium and chromium-driver: run `.ci/install-test-deps` (as root)";
+/// The longest any one wait may take.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A chromedriver process in its own process group, so that dropping it
+/// also ends the Chromium processes it started, even after a panic.
+struct ChromeDriver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+    profile: PathBuf,
+    log: PathBuf,
+}
+
+impl ChromeDriver {
+    fn start() -> ChromeDriver {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(Path::new(bin).exists(), "{bin} is missing: {INSTALL_HINT}");
+        }
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let profile = dir.path().join("profile");
+        let log = dir.path().join("chromedriver.log");
+        // The port is only likely free: try a few.
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                // Chromium's scratch files (and --disable-dev-shm-usage's
+                // shared memory) go here too, and are removed with it.
+                .env("TMPDIR", dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {CHROMEDRIVER}: {e}; {INSTALL_HINT}"));
+            let deadline = Instant::now() + PATIENCE;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return ChromeDriver {
+                        child,
+                        port,
+                        _profile: dir,
+                        profile,
+                        log,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "chromedriver did not start; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// A WebDriver session with a fresh headless Chromium.
+    async fn session(&self) -> Client {
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--window-size=1000,700",
+            &format!("--user-data-dir={}", self.profile.display()),
+        ];
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let connect = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await;
+        connect.unwrap_or_else(|e| {
+            panic!(
+                "no Chromium session ({e}); chromedriver log:\n{}",
+                self.log_tail()
+            )
+        })
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and any Chromium it left running.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves `client/index.html` (and 404 for anything else) on a free port
+/// of 127.0.0.1 from a background thread; returns the port.
+fn serve_page() -> u16 {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("client/index.html");
+    let page = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page server");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let page = page.clone();
+            // One thread per connection: the browser may open a socket it
+            // never sends on.
+            std::thread::spawn(move || answer(stream, &page));
+        }
+    });
+    port
+}
+
+fn answer(mut stream: TcpStream, page: &[u8]) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let target = head.split_whitespace().nth(1).unwrap_or("");
+    let path = target.split('?').next().unwrap_or("");
+    let (status, kind, body): (&str, &str, &[u8]) = match path {
+        "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", page),
+        _ => ("404 Not Found", "text/plain", b"not found\n"),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+    let _ = stream.write_all(body);
+}
+
+/// What the page shows: `#state`, `#detail`, `#url`, and each message's
+/// tag, `data-raw` and text.
+#[derive(Debug)]
+struct View {
+    state: String,
+    detail: String,
+    url: String,
+    messages: Vec<(String, String, String)>,
+}
+
+async fn view(client: &Client) -> View {
+    let v = client
+        .execute(
+            r##"
+            const text = (id) => document.getElementById(id).textContent;
+            return {
+              state: text("state"),
+              detail: text("detail"),
+              url: text("url"),
+              messages: Array.from(document.querySelectorAll("#feedback .message"))
+                .map((e) => [e.tagName.toLowerCase(), e.getAttribute("data-raw"), e.textContent]),
+            };
+            "##,
+            vec![],
+        )
+        .await
+        .expect("read the page");
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let messages = v["messages"]
+        .as_array()
+        .expect("messages array")
+        .iter()
+        .map(|m| {
+            let f = |i: usize| m[i].as_str().unwrap_or_default().to_string();
+            (f(0), f(1), f(2))
+        })
+        .collect();
+    View {
+        state: s("state"),
+        detail: s("detail"),
+        url: s("url"),
+        messages,
+    }
+}
+
+/// Polls the page until `ready` holds; panics with the last view after
+/// [`PATIENCE`].
+async fn wait_view(client: &Client, what: &str, ready: impl Fn(&View) -> bool) -> View {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let v = view(client).await;
+        if ready(&v) {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("page never showed {what} within {PATIENCE:?}; it shows {v:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Saves a screenshot of the viewport under `target/test-artifacts/`.
+async fn screenshot(client: &Client, name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
+    let png = client.screenshot().await.expect("take a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
+    let path = dir.join(name);
+    std::fs::write(&path, png).expect("write screenshot");
+    path
+}
+
+/// Waits (blocking) for a line containing `needle` in either stream.
+fn wait_log(relay: &Relay, needle: &str) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    let found = |lines: &Lines| lines.all().into_iter().find(|l| l.contains(needle));
+    loop {
+        if let Some(line) = found(&relay.stdout).or_else(|| found(&relay.stderr)) {
+            return line;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "relay never logged {needle:?}: {:#?} {:#?}",
+                relay.stdout.all(),
+                relay.stderr.all()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_in_headless_chromium() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let allowed = serve_page();
+    let other = serve_page();
+    let origin = format!("http://127.0.0.1:{allowed}");
+    let rs_port = redis.port().to_string();
+    let relay = Relay::start(&["-ws-origin", &origin, "-rs-port", &rs_port]);
+    relay.wait_subscribed(1);
+    let ws_url = format!("ws://127.0.0.1:{}/", relay.port);
+    let client = driver.session().await;
+
+    // From the allowed origin: the page connects and shows each message.
+    client
+        .goto(&format!("{origin}/index.html?url={ws_url}"))
+        .await
+        .expect("load the page");
+    let v = wait_view(&client, "state open", |v| v.state == "open").await;
+    assert_eq!(v.url, ws_url);
+    assert!(v.messages.is_empty(), "{v:?}");
+    wait_log(&relay, "[connect] OK");
+
+    let sent = [
+        r#"{"n":1,"text":"first","tags":["a","b"]}"#,
+        "second: plain text, <b>not</b> markup",
+        r#"{"n":3,"text":"third ☃ ünïcödé"}"#,
+    ];
+    for payload in sent {
+        let receivers = redis.publish("pubsocketd", payload.as_bytes());
+        assert_eq!(receivers, 1, "the relay should be the one subscriber");
+    }
+    let v = wait_view(&client, "three messages", |v| {
+        v.messages.len() >= sent.len()
+    })
+    .await;
+    let raws: Vec<&str> = v.messages.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!(raws, sent, "data-raw of #feedback .message, in order");
+    // JSON is shown pretty-printed in a <pre>; other text as is, in a <div>.
+    assert_eq!(v.messages[0].0, "pre");
+    assert_eq!(
+        v.messages[0].2,
+        "{\n  \"n\": 1,\n  \"text\": \"first\",\n  \"tags\": [\n    \"a\",\n    \"b\"\n  ]\n}"
+    );
+    assert_eq!(v.messages[1].0, "div");
+    assert_eq!(v.messages[1].2, sent[1]);
+    assert_eq!(v.messages[2].0, "pre");
+    assert!(v.messages[2].2.contains("third ☃ ünïcödé"), "{v:?}");
+    assert_eq!(v.state, "open");
+    let shot = screenshot(&client, "browser-demo.png").await;
+    eprintln!("screenshot: {}", shot.display());
+
+    // From an origin the relay does not allow: refused with 403, which the
+    // browser reports as an abnormal close, and the page retries later.
+    let refusals = relay.stdout.count("refused: 403") + relay.stderr.count("refused: 403");
+    assert_eq!(refusals, 0);
+    client
+        .goto(&format!("http://127.0.0.1:{other}/index.html?url={ws_url}"))
+        .await
+        .expect("load the page from the other origin");
+    let v = wait_view(&client, "the refusal", |v| {
+        v.state.starts_with("reconnecting in") && v.detail.contains("closed (code 1006)")
+    })
+    .await;
+    assert!(v.messages.is_empty(), "{v:?}");
+    let line = wait_log(&relay, "refused: 403");
+    assert!(line.contains("Origin not allowed"), "{line}");
+    let shot = screenshot(&client, "browser-refused.png").await;
+    eprintln!("screenshot: {}", shot.display());
+
+    client.close().await.expect("end the browser session");
+    drop(driver);
+    // Shown with --nocapture, to see what the relay made of the browser.
+    eprintln!("relay log:\n{}", relay.stdout.all().join("\n"));
+}
