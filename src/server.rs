@@ -152,7 +152,10 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         workers: cfg.workers,
     });
     Ok(rt.block_on(async move {
-        let sub = subscriber.map(|s| tokio::spawn(s.run()));
+        let sub = subscriber.map(|s| match s.cfg.redis.cluster {
+            true => tokio::spawn(crate::redis::cluster::Cluster::from(s).run()),
+            false => tokio::spawn(s.run()),
+        });
         if let Some(l) = broker_listener {
             let l = tokio::net::TcpListener::from_std(l).expect("broker listener");
             tokio::spawn(broker::serve(l, broker, log.clone()));

@@ -278,9 +278,13 @@ impl Subscriber {
     /// SSUBSCRIBE for a cluster node's channels.
     fn subscribe_commands(&self) -> Vec<Vec<u8>> {
         if let Some(node) = &self.node {
-            let mut parts: Vec<&[u8]> = vec![b"SSUBSCRIBE"];
-            parts.extend(node.channels.iter().map(|c| c.as_bytes()));
-            return vec![command(&parts)];
+            // One command per channel: SSUBSCRIBE refuses channels of
+            // different slots in one call (CROSSSLOT).
+            return node
+                .channels
+                .iter()
+                .map(|c| command(&[b"SSUBSCRIBE", c.as_bytes()]))
+                .collect();
         }
         subscribe_commands(&self.cfg)
     }

@@ -50,6 +50,11 @@ impl RedisServer {
         RedisServer::launch_on(port, &[])
     }
 
+    /// Starts a server on a given port with extra arguments.
+    pub fn start_on_with(port: u16, extra_args: &[&str]) -> RedisServer {
+        RedisServer::launch_on(port, extra_args)
+    }
+
     fn launch_on(port: u16, extra_args: &[&str]) -> RedisServer {
         let mut server = RedisServer {
             port,

@@ -1,0 +1,187 @@
+//! Redis Cluster: sharded pub/sub on a real 3-node cluster the test
+//! creates, through a node restart and a slot moving to another node.
+
+mod common;
+
+use common::redis::RedisServer;
+use common::relay::{self, next_data, Relay};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 50000 && std::net::TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+struct Cluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = cluster_port();
+                RedisServer::start_on_with(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                )
+            })
+            .collect();
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(|n| n.addr()));
+        args.extend([
+            "--cluster-replicas".into(),
+            "0".into(),
+            "--cluster-yes".into(),
+        ]);
+        let out = Command::new("redis-cli").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = Cluster { nodes };
+        c.wait_ok();
+        c
+    }
+
+    /// Waits until every node reports `cluster_state:ok`.
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + T;
+        while !self
+            .nodes
+            .iter()
+            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < deadline, "cluster never became ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The node that owns `channel`'s slot.
+    fn owner(&self, channel: &str) -> usize {
+        let slot: u16 = self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", channel])
+            .trim()
+            .parse()
+            .unwrap();
+        (0..self.nodes.len())
+            .find(|&i| self.owns(i, slot))
+            .expect("an owner")
+    }
+
+    /// Whether node `i` says it serves `slot` (its `myself` line of
+    /// CLUSTER NODES lists its slot ranges).
+    fn owns(&self, i: usize, slot: u16) -> bool {
+        let nodes = self.nodes[i].cli(&["CLUSTER", "NODES"]);
+        let Some(me) = nodes.lines().find(|l| l.contains("myself")) else {
+            return false;
+        };
+        me.split_whitespace().skip(8).any(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+        })
+    }
+
+    /// SPUBLISH through the owning node.
+    fn spublish(&self, channel: &str, msg: &str) {
+        let out = self.nodes[self.owner(channel)].cli(&["SPUBLISH", channel, msg]);
+        assert_eq!(out.trim(), "1", "SPUBLISH {channel}: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_channels_across_nodes_survive_a_restart_and_a_slot_move() {
+    let mut cluster = Cluster::start();
+    // "a", "b" and "c" hash to slots owned by three different nodes.
+    let owners: Vec<usize> = ["a", "b", "c"].iter().map(|c| cluster.owner(c)).collect();
+    let mut distinct = owners.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{owners:?}");
+    let seed = cluster.nodes[0].port();
+    let r = Relay::start(&[
+        "-ws-insecure",
+        "-rs-cluster",
+        &format!("-rs-url=redis://127.0.0.1:{seed}"),
+        "-rs-channel=a,b,c",
+        "-metrics-addr=127.0.0.1:0",
+    ]);
+    r.wait_subscribed(3);
+    let mut ws = relay::connect(&r.url("/"), None).await.unwrap();
+    let mut only_b = relay::connect(&r.url("/?channel=b"), None).await.unwrap();
+    for ch in ["a", "b", "c"] {
+        cluster.spublish(ch, &format!("{ch}1"));
+    }
+    for want in ["a1", "b1", "c1"] {
+        assert_eq!(next_data(&mut ws, T).await, Message::text(want));
+    }
+    assert_eq!(next_data(&mut only_b, T).await, Message::text("b1"));
+
+    // The node that owns "b" dies and comes back with its slots.
+    let b = owners[1];
+    cluster.nodes[b].kill();
+    r.stdout
+        .wait_for("[redis] connection to cluster node", T)
+        .expect("loss logged");
+    cluster.nodes[b].restart();
+    cluster.wait_ok();
+    r.stdout
+        .wait_count("[redis] subscribed to b on cluster node", 2, T)
+        .expect("b resubscribed");
+    cluster.spublish("b", "b2");
+    assert_eq!(next_data(&mut only_b, T).await, Message::text("b2"));
+
+    // The slot of "c" moves to the node of "a": Redis unsubscribes us
+    // (sunsubscribe) and the relay follows the slot.
+    let c_slot = cluster.nodes[0]
+        .cli(&["CLUSTER", "KEYSLOT", "c"])
+        .trim()
+        .to_string();
+    let target_id = cluster.nodes[owners[0]]
+        .cli(&["CLUSTER", "MYID"])
+        .trim()
+        .to_string();
+    for i in [owners[0], owners[2], owners[1]] {
+        let out = cluster.nodes[i].cli(&["CLUSTER", "SETSLOT", &c_slot, "NODE", &target_id]);
+        assert!(out.contains("OK"), "SETSLOT on node {i}: {out}");
+    }
+    cluster.wait_ok();
+    r.stdout
+        .wait_count("subscribed to a, c on cluster node", 1, T)
+        .unwrap_or_else(|| panic!("c did not follow its slot: {:#?}", r.stdout.all()));
+    assert_eq!(cluster.owner("c"), owners[0]);
+    cluster.spublish("c", "c2");
+    cluster.spublish("a", "a2");
+    // "b2" is still queued for this client first.
+    assert_eq!(next_data(&mut ws, T).await, Message::text("b2"));
+    assert_eq!(next_data(&mut ws, T).await, Message::text("c2"));
+    assert_eq!(next_data(&mut ws, T).await, Message::text("a2"));
+}
+
+#[test]
+fn patterns_are_refused_with_cluster() {
+    let out = Command::new(common::relay::BIN)
+        .args(["-ws-insecure", "-rs-cluster", "-rs-channel=a,b.*"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sharded pub/sub has no patterns"));
+}
