@@ -376,7 +376,7 @@ impl Config {
                 .map_or("none".into(), |p| p.display().to_string())
         };
         format!(
-            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-connections={} ws-json-only={} ws-envelope={} redis={} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={:?} workers={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
+            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-connections={} ws-json-only={} ws-envelope={} redis={} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
             self.listen,
             self.route,
             opt(self.heartbeat),
@@ -395,7 +395,10 @@ impl Config {
             path(&self.log_file),
             self.tls.as_ref().map_or("off".into(), |(c, _)| format!("on ({})", c.display())),
             self.log_level.as_str().to_ascii_lowercase(),
-            self.log_format,
+            match self.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
             self.workers,
             self.shutdown_timeout,
             self.metrics_addr.map_or("off".into(), |a| a.to_string()),

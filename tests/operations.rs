@@ -165,7 +165,7 @@ fn json_logs_are_json_and_sighup_reopens_the_file() {
     assert!(new.contains("SIGHUP: log file reopened"), "{new}");
     let config = r.stdout.wait_for("[init] config:", T).unwrap();
     assert!(
-        config.contains("ws-queue-bytes=1048576") && config.contains("log-format=Json"),
+        config.contains("ws-queue-bytes=1048576") && config.contains("log-format=json"),
         "{config}"
     );
 }

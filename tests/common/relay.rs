@@ -87,10 +87,17 @@ impl Relay {
             .expect("spawn pubsocketd");
         let stdout = pump(child.stdout.take().unwrap());
         let stderr = pump(child.stderr.take().unwrap());
-        let init = stdout.wait_for(
-            "listening for websocket requests on",
-            Duration::from_secs(10),
-        );
+        // Wait for the [init] line, but not past the process's own exit.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let init = loop {
+            let step = Duration::from_millis(50);
+            if let Some(line) = stdout.wait_for("listening for websocket requests on", step) {
+                break Some(line);
+            }
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                break stdout.wait_for("listening for websocket requests on", step);
+            }
+        };
         let Some(init) = init else {
             let _ = child.kill();
             panic!("relay did not start: {:?} {:?}", stdout.all(), stderr.all());
