@@ -237,6 +237,8 @@ pub struct Config {
     pub channels: Channels,
     pub envelope: bool,
     pub publish: Option<Publish>,
+    /// Required by `/publish` and, when set, by the embedded broker (AUTH).
+    pub publish_token: Option<Secret>,
     /// `Some(address)` with `-broker=embedded`.
     pub embedded_broker: Option<SocketAddr>,
     pub max_payload: usize,
@@ -297,7 +299,8 @@ impl Config {
                 "-rs-cluster relays channel names only: sharded pub/sub has no patterns".into(),
             );
         }
-        let publish = match (a.publish_addr, secret(&a.publish_token, PUBLISH_TOKEN_ENV)) {
+        let publish_token = secret(&a.publish_token, PUBLISH_TOKEN_ENV);
+        let publish = match (a.publish_addr, publish_token.clone()) {
             (None, _) => None,
             (Some(addr), Some(token)) => Some(Publish { addr, token }),
             (Some(_), None) => {
@@ -343,6 +346,7 @@ impl Config {
             channels,
             envelope: a.ws_envelope,
             publish,
+            publish_token,
             embedded_broker,
             max_payload: a.rs_max_payload,
             keepalive: a.rs_keepalive,
@@ -388,7 +392,11 @@ impl Config {
             self.max_connections,
             self.json_only,
             self.envelope,
-            self.redis.describe(),
+            if self.embedded_broker.is_some() {
+                "off".to_string()
+            } else {
+                self.redis.describe()
+            },
             self.channels.keys().iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(","),
             self.max_payload,
             self.keepalive,

@@ -173,13 +173,13 @@ pub fn render(stats: &Stats, info: &Info) -> String {
             .collect()
     };
     metric(
-        "pubsocketd_redis_messages_total",
+        "pubsocketd_messages_received_total",
         "counter",
-        "Messages received, per configured channel or pattern.",
+        "Messages received (from Redis or the embedded broker), per configured channel or pattern.",
         &per_key(|k| k.received.load(Relaxed)),
     );
     metric(
-        "pubsocketd_redis_messages_dropped_total",
+        "pubsocketd_messages_dropped_total",
         "counter",
         "Messages received but not relayed (over -rs-max-payload, or not JSON with -ws-json-only).",
         &per_key(|k| k.dropped.load(Relaxed)),
@@ -261,7 +261,7 @@ mod tests {
         assert!(text.contains("pubsocketd_deliveries_total 3\n"));
         assert!(text.contains("pubsocketd_handshakes_refused_total{status=\"403\"} 1\n"));
         assert!(text.contains("pubsocketd_handshakes_refused_total{status=\"timeout\"} 1\n"));
-        assert!(text.contains("pubsocketd_redis_messages_total{channel=\"a\\\"b\"} 0\n"));
+        assert!(text.contains("pubsocketd_messages_received_total{channel=\"a\\\"b\"} 0\n"));
         assert!(text.contains("# TYPE pubsocketd_connections_open gauge\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();

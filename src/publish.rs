@@ -461,22 +461,38 @@ enum RedisFailure {
     Refused(String),
 }
 
+/// Most `MOVED` redirects followed for one cluster publish.
+const MAX_REDIRECTS: usize = 3;
+
 /// PUBLISH through the shared connection: made on first use, made again
 /// (once) when a kept one turns out to be broken. Requests take turns.
+/// With `-rs-cluster` it is SPUBLISH, sent on to the node that owns the
+/// channel when the one asked answers `MOVED`.
 async fn publish_redis(
     target: &Target,
     conn: &Mutex<Option<RedisConn>>,
     channel: &[u8],
     payload: &[u8],
 ) -> Result<i64, String> {
-    let cmd = command(&[b"PUBLISH", channel, payload]);
+    let verb: &[u8] = if target.cluster() {
+        b"SPUBLISH"
+    } else {
+        b"PUBLISH"
+    };
+    let cmd = command(&[verb, channel, payload]);
     let mut guard = conn.lock().await;
+    let mut node: Option<(String, u16)> = None;
+    let mut redirects = 0;
     loop {
         let reused = guard.is_some();
         let c = match guard.as_mut() {
             Some(c) => c,
             None => {
-                let stream = target.connect().await.map_err(|e| match e {
+                let connecting = match &node {
+                    Some((host, port)) => target.connect_to(host, *port).await,
+                    None => target.connect().await,
+                };
+                let stream = connecting.map_err(|e| match e {
                     ConnectError::Io(why) => {
                         format!("Redis at {} is unreachable: {why}", target.describe())
                     }
@@ -505,9 +521,23 @@ async fn publish_redis(
                 *guard = None;
                 return Err(why);
             }
-            Err(RedisFailure::Refused(why)) => return Err(why),
+            Err(RedisFailure::Refused(why)) => match moved_to(&why) {
+                Some(owner) if redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    node = Some(owner);
+                    *guard = None;
+                }
+                _ => return Err(why),
+            },
         }
     }
+}
+
+/// The node of a `MOVED <slot> <host>:<port>` answer.
+fn moved_to(error: &str) -> Option<(String, u16)> {
+    let addr = error.split("MOVED ").nth(1)?.split_whitespace().nth(1)?;
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((host.to_string(), port.parse().ok()?))
 }
 
 impl RedisConn {
@@ -560,5 +590,19 @@ mod tests {
         for bad in [&b""[..], b"s3cre", b"s3crett", b"S3cret", b"x3cret"] {
             assert!(!token_matches(&t, bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn moved_answers() {
+        assert_eq!(
+            moved_to("MOVED 3300 127.0.0.1:7001"),
+            Some(("127.0.0.1".to_string(), 7001))
+        );
+        assert_eq!(
+            moved_to("Redis answered: MOVED 1 h:2"),
+            Some(("h".to_string(), 2))
+        );
+        assert_eq!(moved_to("ERR nope"), None);
+        assert_eq!(moved_to("MOVED 3300"), None);
     }
 }

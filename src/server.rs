@@ -131,7 +131,7 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         encoder: encoder.clone(),
         hub: hub.clone(),
         stats: stats.clone(),
-        token: cfg.publish.as_ref().map(|p| p.token.clone()),
+        token: cfg.publish_token.clone(),
         max_payload: cfg.max_payload,
     };
     // Without Redis the subscriber is never built: `fatal` then never

@@ -7,7 +7,7 @@
 //! connection: one tick sends pings, drops silent peers and ends closes
 //! that take too long.
 
-use crate::channels::Selection;
+use crate::channels::{Channels, Selection};
 use crate::config::Config;
 use crate::conn::{self, Conn, Delivery, State, TcpReader, TcpWriter, MAX_IOV};
 use crate::hub::Message;
@@ -262,22 +262,9 @@ impl Worker {
     }
 
     fn add(&self, c: Rc<Conn>) {
-        self.ctx.stats.clients_of(self.counted_mask(&c), true);
         let mut conns = self.conns.borrow_mut();
         c.slot.set(conns.len());
         conns.push(c);
-    }
-
-    /// The keys a client counts under in the per-channel client gauges.
-    fn counted_mask(&self, c: &Conn) -> u64 {
-        let channels = &self.ctx.cfg.channels;
-        match c.selection() {
-            None => channels.all(),
-            Some(sel) => sel
-                .channels
-                .iter()
-                .fold(sel.keys, |m, ch| m | channels.mask_for(ch)),
-        }
     }
 
     fn remove(&self, c: &Conn) {
@@ -289,7 +276,8 @@ impl Worker {
         }
         drop(conns);
         self.ctx.stats.closed();
-        self.ctx.stats.clients_of(self.counted_mask(c), false);
+        let mask = counted_mask(&self.ctx.cfg.channels, c.selection());
+        self.ctx.stats.clients_of(mask, false);
     }
 
     /// Graceful shutdown: every client gets close 1001, then the worker
@@ -403,6 +391,8 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
             let written = timeout_at(deadline, stream.write_all(&response)).await;
             if !matches!(written, Ok(Ok(()))) {
                 ctx.stats.closed();
+                let mask = counted_mask(&ctx.cfg.channels, Some(&selection));
+                ctx.stats.clients_of(mask, false);
                 return None;
             }
             info!(ctx.log, "{peer}[connect] OK");
@@ -464,7 +454,22 @@ fn admit(
         );
         return Err(refuse(503, why));
     }
+    // Counted before the 101 goes out, so that a publish the client could
+    // see is never reported as reaching nobody.
+    let mask = counted_mask(&ctx.cfg.channels, Some(&selection));
+    ctx.stats.clients_of(mask, true);
     Ok((acc, selection))
+}
+
+/// The keys a client counts under in the per-channel client gauges.
+fn counted_mask(channels: &Channels, selection: Option<&Selection>) -> u64 {
+    match selection {
+        None => channels.all(),
+        Some(sel) => sel
+            .channels
+            .iter()
+            .fold(sel.keys, |m, ch| m | channels.mask_for(ch)),
+    }
 }
 
 /// Writes an error response, then reads (and drops) what the client still

@@ -123,6 +123,8 @@ async fn sharded_channels_across_nodes_survive_a_restart_and_a_slot_move() {
         &format!("-rs-url=redis://127.0.0.1:{seed}"),
         "-rs-channel=a,b,c",
         "-metrics-addr=127.0.0.1:0",
+        "-publish-addr=127.0.0.1:0",
+        "-publish-token=cluster-token",
     ]);
     r.wait_subscribed(3);
     let mut ws = relay::connect(&r.url("/"), None).await.unwrap();
@@ -134,6 +136,31 @@ async fn sharded_channels_across_nodes_survive_a_restart_and_a_slot_move() {
         assert_eq!(next_data(&mut ws, T).await, Message::text(want));
     }
     assert_eq!(next_data(&mut only_b, T).await, Message::text("b1"));
+
+    // HTTP publish goes out as SPUBLISH, to the owner (following MOVED).
+    let line = r.stdout.wait_for("publish endpoint on http://", T).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for ch in ["a", "b", "c"] {
+        let body = format!("{ch}-http");
+        let req = format!(
+            "POST /publish?channel={ch} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer cluster-token\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let resp = common::relay::raw_exchange(&addr, req.as_bytes());
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.contains("\"redis_receivers\":1"), "{resp}");
+    }
+    for want in ["a-http", "b-http", "c-http"] {
+        assert_eq!(next_data(&mut ws, T).await, Message::text(want));
+    }
+    assert_eq!(next_data(&mut only_b, T).await, Message::text("b-http"));
 
     // The node that owns "b" dies and comes back with its slots.
     let b = owners[1];

@@ -93,7 +93,7 @@ async fn metrics_follow_clients_and_messages() {
     assert_eq!(
         sample(
             &s,
-            "pubsocketd_redis_messages_total{channel=\"pubsocketd\"}"
+            "pubsocketd_messages_received_total{channel=\"pubsocketd\"}"
         ),
         5
     );

@@ -52,6 +52,11 @@ impl Target {
         })
     }
 
+    /// Whether this is a Redis Cluster (sharded pub/sub).
+    pub fn cluster(&self) -> bool {
+        self.settings.cluster
+    }
+
     /// The address for logs, without the password.
     pub fn describe(&self) -> String {
         self.settings.describe()
