@@ -460,6 +460,7 @@ struct ConnectReport {
     handshake_p99_ms: f64,
     rss_before_kib: Option<u64>,
     rss_after_kib: Option<u64>,
+    net: procfs::NetCounters,
 }
 
 impl ConnectReport {
@@ -492,6 +493,7 @@ struct StepReport {
     loadgen_thread: String,
     loadgen_thread_pct: f64,
     loadgen_total_pct: f64,
+    net: procfs::NetCounters,
     pass: Option<bool>,
 }
 
@@ -541,6 +543,8 @@ impl StepReport {
             "loadgen_busiest_thread": self.loadgen_thread,
             "loadgen_max_thread_cpu_pct": self.loadgen_thread_pct,
             "loadgen_cpu_pct": self.loadgen_total_pct,
+            "kernel_backlog_drops": self.net.backlog_drops,
+            "kernel_tcp_retrans_segs": self.net.retrans_segs,
             "pass": self.pass,
         })
     }
@@ -598,7 +602,11 @@ impl Report {
                 "server_rss_before_kib": c.rss_before_kib,
                 "server_rss_after_kib": c.rss_after_kib,
                 "server_rss_per_conn_bytes": c.rss_per_conn(),
+                "kernel_backlog_drops": c.net.backlog_drops,
+                "kernel_tcp_retrans_segs": c.net.retrans_segs,
+                "kernel_listen_drops": c.net.listen_drops,
             },
+            "netdev_max_backlog": procfs::netdev_max_backlog(),
             "steps": self.steps.iter().map(StepReport::json).collect::<Vec<_>>(),
             "idle": self.idle.as_ref().map(|i| json!({
                 "secs": i.secs,
@@ -661,6 +669,7 @@ async fn coordinate(
 
     // Connect.
     let rss_before = server.and_then(|p| procfs::rss_kib(p).ok());
+    let net0 = procfs::NetCounters::read();
     let connect_start = Instant::now();
     let threads = client::spawn(cfg, sh.clone(), a.clients, a.threads, a.connect_concurrency)
         .map_err(|e| format!("cannot start client threads: {e}"))?;
@@ -691,6 +700,7 @@ async fn coordinate(
         handshake_p99_ms: hs99,
         rss_before_kib: rss_before,
         rss_after_kib: server.and_then(|p| procfs::rss_kib(p).ok()),
+        net: procfs::NetCounters::read().since(&net0),
     };
     eprintln!(
         "[{:6.1}s] connected {} of {} in {:.2} s ({:.0}/s), {} failed",
@@ -769,6 +779,7 @@ async fn coordinate(
                 c.disconnected.load(Relaxed),
             );
             let m0 = cpu_mark(server, &sh, main_tid);
+            let net0 = procfs::NetCounters::read();
             let published = {
                 let publish =
                     publisher.step(rate, a.size, duration, run_id, i as u32, &interrupted);
@@ -819,6 +830,7 @@ async fn coordinate(
                 loadgen_thread: thread,
                 loadgen_thread_pct: thread_pct,
                 loadgen_total_pct: total_pct,
+                net: procfs::NetCounters::read().since(&net0),
                 pass: None,
             };
             if thread_pct > BOTTLENECK_PCT {
@@ -858,6 +870,19 @@ async fn coordinate(
     sh.stop.store(true, Relaxed);
     for t in threads {
         let _ = t.join();
+    }
+    let drops: u64 = steps.iter().map(|s| s.net.backlog_drops).sum();
+    if drops > 0 {
+        warnings.push(format!(
+            "the kernel dropped {drops} packets (system-wide) because a CPU's input backlog was full (net.core.netdev_max_backlog = {}): on loopback every fan-out burst queues there, and a dropped segment waits for TCP's retransmission (≥ 200 ms), so latency includes retransmission delays",
+            procfs::netdev_max_backlog().map_or("?".into(), |v| v.to_string())
+        ));
+    }
+    if connect.net.listen_drops > 0 {
+        warnings.push(format!(
+            "{} connection attempts were dropped by a full accept queue during the connect phase (system-wide ListenDrops); their SYN was retried after 1 s",
+            connect.net.listen_drops
+        ));
     }
     if bottleneck {
         warnings.push(format!(
@@ -970,6 +995,12 @@ fn print_table(a: &Args, mode: Mode, r: &Report) {
                     Some(false) => "NO",
                     None => "",
                 }
+            );
+        }
+        for s in &r.steps {
+            println!(
+                "  kernel       step {}: {} backlog drops, {} TCP segments retransmitted (system-wide)",
+                s.step, s.net.backlog_drops, s.net.retrans_segs
             );
         }
         if mode == Mode::Ramp {

@@ -113,6 +113,69 @@ pub fn raise_nofile() -> io::Result<(u64, u64)> {
     }
 }
 
+/// System-wide network counters that explain latency outliers on
+/// loopback: packets the kernel dropped because a CPU's input backlog was
+/// full (`net.core.netdev_max_backlog`), and TCP's retransmissions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    /// Second column of `/proc/net/softnet_stat`, summed over CPUs.
+    pub backlog_drops: u64,
+    /// `Tcp: RetransSegs` of `/proc/net/snmp`.
+    pub retrans_segs: u64,
+    /// `TcpExt: ListenDrops` of `/proc/net/netstat` (full accept queues).
+    pub listen_drops: u64,
+}
+
+impl NetCounters {
+    pub fn read() -> NetCounters {
+        let get = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        NetCounters {
+            backlog_drops: parse_softnet_drops(&get("/proc/net/softnet_stat")),
+            retrans_segs: parse_snmp(&get("/proc/net/snmp"), "Tcp:", "RetransSegs").unwrap_or(0),
+            listen_drops: parse_snmp(&get("/proc/net/netstat"), "TcpExt:", "ListenDrops")
+                .unwrap_or(0),
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &NetCounters) -> NetCounters {
+        NetCounters {
+            backlog_drops: self.backlog_drops.saturating_sub(earlier.backlog_drops),
+            retrans_segs: self.retrans_segs.saturating_sub(earlier.retrans_segs),
+            listen_drops: self.listen_drops.saturating_sub(earlier.listen_drops),
+        }
+    }
+}
+
+pub fn parse_softnet_drops(s: &str) -> u64 {
+    s.lines()
+        .filter_map(|l| l.split_ascii_whitespace().nth(1))
+        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+        .sum()
+}
+
+/// A value of `/proc/net/snmp` or `netstat`: a header line and a value
+/// line share a prefix such as `Tcp:`.
+pub fn parse_snmp(s: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = s.lines().filter(|l| l.starts_with(prefix));
+    while let (Some(head), Some(values)) = (lines.next(), lines.next()) {
+        let i = head.split_ascii_whitespace().position(|h| h == name);
+        if let Some(i) = i {
+            return values.split_ascii_whitespace().nth(i)?.parse().ok();
+        }
+    }
+    None
+}
+
+/// `net.core.netdev_max_backlog`.
+pub fn netdev_max_backlog() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +187,19 @@ mod tests {
         let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmRSS:\t   4321 kB\nThreads:\t3\n";
         assert_eq!(parse_status_kib(status, "VmRSS:"), Some(4321));
         assert_eq!(parse_status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn network_counters() {
+        let softnet = "01ff984f 00001514 00000000\n00cca424 00000002 00000000\n";
+        assert_eq!(parse_softnet_drops(softnet), 0x1514 + 2);
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm RtoMin RetransSegs InErrs\nTcp: 1 200 178317 0\nUdp: InDatagrams\nUdp: 5\n";
+        assert_eq!(parse_snmp(snmp, "Tcp:", "RetransSegs"), Some(178317));
+        assert_eq!(parse_snmp(snmp, "Tcp:", "Nope"), None);
+        let a = NetCounters { backlog_drops: 5, retrans_segs: 10, listen_drops: 1 };
+        let b = NetCounters { backlog_drops: 7, retrans_segs: 30, listen_drops: 1 };
+        assert_eq!(b.since(&a), NetCounters { backlog_drops: 2, retrans_segs: 20, listen_drops: 0 });
+        NetCounters::read();
     }
 
     #[test]
