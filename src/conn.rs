@@ -201,6 +201,14 @@ impl Conn {
         q.frames.front().map_or(0, |f| f.len() - q.sent) + q.waiting
     }
 
+    /// Drops everything queued and reopens the connection: for benchmarks
+    /// of the fan-out over in-memory (socketless) connections.
+    #[doc(hidden)]
+    pub fn reset_for_bench(&self) {
+        *self.queue.borrow_mut() = Queue::default();
+        self.state.set(State::Open);
+    }
+
     /// Bytes waiting behind the frame being written.
     pub fn waiting(&self) -> usize {
         self.queue.borrow().waiting
