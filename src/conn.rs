@@ -77,7 +77,7 @@ impl Queue {
     }
 
     /// Queues what a write of `written` bytes left of `frames`.
-    fn push_rest(&mut self, frames: &[Bytes], mut written: usize) {
+    fn push_rest(&mut self, frames: &[&Bytes], mut written: usize) {
         for f in frames {
             if written >= f.len() {
                 written -= f.len();
@@ -87,7 +87,7 @@ impl Queue {
                 self.sent = written;
                 written = 0;
             }
-            self.push(f.clone());
+            self.push((*f).clone());
         }
     }
 
@@ -216,7 +216,7 @@ impl Conn {
 
     /// Sends a batch of message frames. `slices` are the frames' bytes and
     /// `total` their sum, computed once by the caller for all clients.
-    pub fn deliver(&self, frames: &[Bytes], slices: &[IoSlice<'_>], total: usize) -> Delivery {
+    pub fn deliver(&self, frames: &[&Bytes], slices: &[IoSlice<'_>], total: usize) -> Delivery {
         if self.state.get() != State::Open {
             return Delivery::Dropped;
         }
@@ -238,7 +238,7 @@ impl Conn {
     pub fn send_control(&self, frame: &Bytes) {
         if self.state.get() == State::Open {
             let slice = [IoSlice::new(frame)];
-            self.send(std::slice::from_ref(frame), &slice, frame.len());
+            self.send(&[frame], &slice, frame.len());
         }
     }
 
@@ -249,7 +249,7 @@ impl Conn {
             return;
         }
         let slice = [IoSlice::new(close)];
-        self.send(std::slice::from_ref(close), &slice, close.len());
+        self.send(&[close], &slice, close.len());
         if self.state.get() == State::Open {
             self.state.set(State::Closing(Instant::now()));
         }
@@ -265,7 +265,7 @@ impl Conn {
 
     /// Writes straight to the socket when nothing is queued, and queues
     /// what it did not take.
-    fn send(&self, frames: &[Bytes], slices: &[IoSlice<'_>], total: usize) -> Delivery {
+    fn send(&self, frames: &[&Bytes], slices: &[IoSlice<'_>], total: usize) -> Delivery {
         let mut q = self.queue.borrow_mut();
         let mut written = 0;
         if let (true, Some(sock)) = (q.is_empty(), &self.direct) {
@@ -538,10 +538,14 @@ mod tests {
         lens.iter().map(|n| Bytes::from(vec![1u8; *n])).collect()
     }
 
+    fn refs(frames: &[Bytes]) -> Vec<&Bytes> {
+        frames.iter().collect()
+    }
+
     #[test]
     fn queue_counts_only_what_waits_behind_the_head() {
         let mut q = Queue::default();
-        q.push_rest(&frames(&[10, 20, 30]), 4);
+        q.push_rest(&refs(&frames(&[10, 20, 30])), 4);
         assert_eq!((q.sent, q.waiting, q.frames.len()), (4, 50, 3));
         q.consume(6);
         assert_eq!((q.sent, q.waiting, q.frames.len()), (0, 30, 2));
@@ -558,7 +562,7 @@ mod tests {
     #[test]
     fn slices_start_inside_the_head() {
         let mut q = Queue::default();
-        q.push_rest(&frames(&[10, 20]), 3);
+        q.push_rest(&refs(&frames(&[10, 20])), 3);
         let mut out = [IoSlice::new(&[]); MAX_IOV];
         assert_eq!(q.slices(&mut out), 2);
         assert_eq!((out[0].len(), out[1].len()), (7, 20));
@@ -567,7 +571,7 @@ mod tests {
     #[test]
     fn big_frames_alone_do_not_count_against_the_bound() {
         let mut q = Queue::default();
-        q.push_rest(&frames(&[1 << 20]), 100);
+        q.push_rest(&refs(&frames(&[1 << 20])), 100);
         assert_eq!(q.waiting, 0);
         q.push(Bytes::from(vec![0u8; 1 << 20]));
         assert!(!q.over(1000), "one big frame may wait behind the head");

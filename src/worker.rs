@@ -42,6 +42,9 @@ pub struct Context {
     pub stats: Arc<Stats>,
 }
 
+/// Fills the unused places of the stack arrays of frame references.
+static EMPTY: Bytes = Bytes::new();
+
 /// Frames built once per worker and shared by all its clients.
 struct Prebuilt {
     ping: Bytes,
@@ -57,9 +60,6 @@ struct Worker {
     next_ping: Cell<Instant>,
     /// This worker's index in `ctx.stats.workers`.
     id: usize,
-    /// Reused per batch: the batch's frames, and one client's subset.
-    batch_frames: RefCell<Vec<Bytes>>,
-    picked_frames: RefCell<Vec<Bytes>>,
 }
 
 /// Runs a worker on its own thread until `shutdown` turns true and its
@@ -150,8 +150,6 @@ impl Worker {
             },
             next_ping: Cell::new(next_ping),
             id,
-            batch_frames: RefCell::new(Vec::with_capacity(MAX_IOV)),
-            picked_frames: RefCell::new(Vec::with_capacity(MAX_IOV)),
         }
     }
 
@@ -169,36 +167,38 @@ impl Worker {
     /// Sends a batch of messages to every client. The slices are built
     /// once and every client that takes every channel gets the same ones;
     /// a client that chose channels gets its subset, in order.
+    ///
+    /// Frames are passed by reference: no reference count (an atomic shared
+    /// with the other workers) is touched unless a frame must be queued.
     fn fan_out(&self, batch: &[Message]) {
-        let mut all = self.batch_frames.borrow_mut();
-        all.clear();
-        all.extend(batch.iter().map(|m| m.frame.clone()));
+        let n = batch.len();
+        let mut all: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut total = 0;
-        for (slot, f) in slices.iter_mut().zip(all.iter()) {
-            *slot = IoSlice::new(f);
-            total += f.len();
+        for (i, m) in batch.iter().enumerate() {
+            all[i] = &m.frame;
+            slices[i] = IoSlice::new(&m.frame);
+            total += m.frame.len();
         }
-        let slices = &slices[..all.len()];
-        let mut picked = self.picked_frames.borrow_mut();
+        let (all, slices) = (&all[..n], &slices[..n]);
         let (mut deliveries, mut bytes) = (0u64, 0u64);
         for c in self.conns.borrow().iter() {
             let (delivery, n, len) = match c.selection() {
-                None => (c.deliver(&all, slices, total), all.len(), total),
+                None => (c.deliver(all, slices, total), n, total),
                 Some(sel) => {
-                    let mut mine = [IoSlice::new(&[]); MAX_IOV];
-                    let mut len = 0;
-                    picked.clear();
+                    let mut mine: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
+                    let mut mine_slices = [IoSlice::new(&[]); MAX_IOV];
+                    let (mut k, mut len) = (0, 0);
                     for m in batch.iter().filter(|m| sel.wants(m.mask, &m.channel)) {
-                        mine[picked.len()] = IoSlice::new(&m.frame);
-                        picked.push(m.frame.clone());
+                        mine[k] = &m.frame;
+                        mine_slices[k] = IoSlice::new(&m.frame);
                         len += m.frame.len();
+                        k += 1;
                     }
-                    if picked.is_empty() {
+                    if k == 0 {
                         continue;
                     }
-                    let n = picked.len();
-                    (c.deliver(&picked, &mine[..n], len), n, len)
+                    (c.deliver(&mine[..k], &mine_slices[..k], len), k, len)
                 }
             };
             match delivery {
