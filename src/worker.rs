@@ -320,7 +320,10 @@ async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
             );
             let c = Rc::new(c);
             let reader = TcpReader(stream.clone());
-            attach(&w, c, reader, TcpWriter(stream), buf).await;
+            // A task of its own: its future holds only what a live client
+            // needs, not the handshake's (the task sized for the handshake
+            // ends here and frees its memory).
+            tokio::task::spawn_local(attach(w, c, reader, TcpWriter(stream), buf));
         }
         Some(acceptor) => {
             let mut tls = match timeout_at(deadline, acceptor.accept(stream)).await {
@@ -333,14 +336,14 @@ async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
             };
             let (reader, writer) = tokio::io::split(tls);
             let c = Rc::new(Conn::new(None, ctx.cfg.queue_bytes, peer, w.narrow(sel)));
-            attach(&w, c, reader, writer, buf).await;
+            tokio::task::spawn_local(attach(w, c, reader, writer, buf));
         }
     }
 }
 
 /// Registers an upgraded client with the worker for as long as it lives.
 async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(
-    w: &Worker,
+    w: Rc<Worker>,
     c: Rc<Conn>,
     reader: R,
     writer: W,

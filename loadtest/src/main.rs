@@ -19,6 +19,8 @@ use tokio::time::sleep;
 /// A thread above this share of one core means the load generator, not
 /// the relay, may have been the limit.
 const BOTTLENECK_PCT: f64 = 85.0;
+/// Other processes above this share of one core make the figures noisy.
+const BUSY_OTHERS_PCT: f64 = 20.0;
 /// Descriptors kept for the runtime, Redis, /proc reads.
 const RESERVED_FDS: u64 = 64;
 
@@ -399,6 +401,8 @@ struct CpuMark {
     self_ns: u64,
     /// (thread name, ns) for the client threads and the main thread.
     threads: Vec<(String, u64)>,
+    /// CPU time of every process on the machine.
+    machine_ns: Option<u64>,
 }
 
 fn cpu_mark(server: Option<u32>, sh: &Shared, main_tid: u32) -> CpuMark {
@@ -424,7 +428,22 @@ fn cpu_mark(server: Option<u32>, sh: &Shared, main_tid: u32) -> CpuMark {
         server_ns: server.and_then(|p| procfs::cpu_ns(p).ok()),
         self_ns: procfs::self_cpu_ns(),
         threads,
+        machine_ns: procfs::machine_busy_ns(),
     }
+}
+
+/// CPU % of one core that processes other than the load generator and the
+/// relay used between two marks (builds, other tests): noise in the
+/// figures. Tick-based (10 ms), so only meaningful over seconds.
+fn others_cpu(a: &CpuMark, b: &CpuMark) -> Option<f64> {
+    let all = b.machine_ns?.checked_sub(a.machine_ns?)? as f64;
+    let ours = b.self_ns.saturating_sub(a.self_ns) as f64;
+    let relay = match (a.server_ns, b.server_ns) {
+        (Some(x), Some(y)) => y.saturating_sub(x) as f64,
+        _ => 0.0,
+    };
+    let wall = b.at.duration_since(a.at).as_nanos().max(1) as f64;
+    Some(((all - ours - relay) / wall * 100.0).max(0.0))
 }
 
 /// Load generator CPU between two marks: (busiest thread, its %, whole process %).
@@ -494,6 +513,7 @@ struct StepReport {
     loadgen_thread_pct: f64,
     loadgen_total_pct: f64,
     net: procfs::NetCounters,
+    others_pct: Option<f64>,
     pass: Option<bool>,
 }
 
@@ -545,6 +565,7 @@ impl StepReport {
             "loadgen_cpu_pct": self.loadgen_total_pct,
             "kernel_backlog_drops": self.net.backlog_drops,
             "kernel_tcp_retrans_segs": self.net.retrans_segs,
+            "other_processes_cpu_pct": self.others_pct,
             "pass": self.pass,
         })
     }
@@ -557,6 +578,7 @@ struct IdleReport {
     rss_end_kib: Option<u64>,
     loadgen_thread_pct: f64,
     disconnects: u64,
+    others_pct: Option<f64>,
 }
 
 struct Report {
@@ -616,6 +638,7 @@ impl Report {
                 "server_rss_end_kib": i.rss_end_kib,
                 "loadgen_max_thread_cpu_pct": i.loadgen_thread_pct,
                 "disconnects": i.disconnects,
+                "other_processes_cpu_pct": i.others_pct,
             })),
             "subscribers": self.subscribers,
             "published_to_nobody": self.to_nobody,
@@ -749,6 +772,7 @@ async fn coordinate(
             rss_end_kib: server.and_then(|p| procfs::rss_kib(p).ok()),
             loadgen_thread_pct: thread_pct,
             disconnects: c.disconnected.load(Relaxed) - d0,
+            others_pct: others_cpu(&m0, &m1),
         });
     } else {
         let (mut publisher, subs) = Publisher::connect(redis, &a.channel, Duration::from_secs(5))
@@ -831,6 +855,7 @@ async fn coordinate(
                 loadgen_thread_pct: thread_pct,
                 loadgen_total_pct: total_pct,
                 net: procfs::NetCounters::read().since(&net0),
+                others_pct: others_cpu(&m0, &m1),
                 pass: None,
             };
             if thread_pct > BOTTLENECK_PCT {
@@ -871,6 +896,16 @@ async fn coordinate(
     for t in threads {
         let _ = t.join();
     }
+    let others = steps
+        .iter()
+        .filter_map(|s| s.others_pct)
+        .chain(idle.as_ref().and_then(|i| i.others_pct))
+        .fold(0.0, f64::max);
+    if others > BUSY_OTHERS_PCT {
+        warnings.push(format!(
+            "other processes on this machine used up to {others:.0}% of a core during the measurement: latency (and, less, CPU per delivery) is noisy; compare runs interleaved"
+        ));
+    }
     let drops: u64 = steps.iter().map(|s| s.net.backlog_drops).sum();
     if drops > 0 {
         warnings.push(format!(
@@ -880,7 +915,7 @@ async fn coordinate(
     }
     if connect.net.listen_drops > 0 {
         warnings.push(format!(
-            "{} connection attempts were dropped by a full accept queue during the connect phase (system-wide ListenDrops); their SYN was retried after 1 s",
+            "{} connection attempts were dropped by a full accept queue during the connect phase (system-wide ListenDrops, other processes included); such a client retries its SYN after 1 s, which shows in the upgrade p99",
             connect.net.listen_drops
         ));
     }
@@ -999,8 +1034,11 @@ fn print_table(a: &Args, mode: Mode, r: &Report) {
         }
         for s in &r.steps {
             println!(
-                "  kernel       step {}: {} backlog drops, {} TCP segments retransmitted (system-wide)",
-                s.step, s.net.backlog_drops, s.net.retrans_segs
+                "  machine      step {}: {} backlog drops, {} TCP segments retransmitted, other processes {} of a core (system-wide)",
+                s.step,
+                s.net.backlog_drops,
+                s.net.retrans_segs,
+                s.others_pct.map_or("-".into(), |p| format!("{p:.0}%"))
             );
         }
         if mode == Mode::Ramp {

@@ -167,6 +167,28 @@ pub fn parse_snmp(s: &str, prefix: &str, name: &str) -> Option<u64> {
     None
 }
 
+/// CPU time all processes used on the machine, in ns: the busy fields
+/// (user, nice, system, irq, softirq, steal) of the `cpu` line of
+/// `/proc/stat`, in clock ticks.
+pub fn machine_busy_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks = parse_proc_stat_busy(&s)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * (1_000_000_000 / hz))
+}
+
+pub fn parse_proc_stat_busy(s: &str) -> Option<u64> {
+    let line = s.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7).unwrap_or(&0))
+}
+
 /// `net.core.netdev_max_backlog`.
 pub fn netdev_max_backlog() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog")
@@ -196,10 +218,27 @@ mod tests {
         let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm RtoMin RetransSegs InErrs\nTcp: 1 200 178317 0\nUdp: InDatagrams\nUdp: 5\n";
         assert_eq!(parse_snmp(snmp, "Tcp:", "RetransSegs"), Some(178317));
         assert_eq!(parse_snmp(snmp, "Tcp:", "Nope"), None);
-        let a = NetCounters { backlog_drops: 5, retrans_segs: 10, listen_drops: 1 };
-        let b = NetCounters { backlog_drops: 7, retrans_segs: 30, listen_drops: 1 };
-        assert_eq!(b.since(&a), NetCounters { backlog_drops: 2, retrans_segs: 20, listen_drops: 0 });
+        let a = NetCounters {
+            backlog_drops: 5,
+            retrans_segs: 10,
+            listen_drops: 1,
+        };
+        let b = NetCounters {
+            backlog_drops: 7,
+            retrans_segs: 30,
+            listen_drops: 1,
+        };
+        assert_eq!(
+            b.since(&a),
+            NetCounters {
+                backlog_drops: 2,
+                retrans_segs: 20,
+                listen_drops: 0
+            }
+        );
         NetCounters::read();
+        let stat = "cpu  100 5 50 1000 7 3 2 1 0 0\ncpu0 50 0 25 500 3 1 1 0 0 0\n";
+        assert_eq!(parse_proc_stat_busy(stat), Some(100 + 5 + 50 + 3 + 2 + 1));
     }
 
     #[test]
