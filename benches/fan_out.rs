@@ -120,7 +120,7 @@ fn encode(c: &mut Criterion) {
     ] {
         let mut e = encoder(list);
         let m = e.encode(channel, &p).expect("relayed");
-        assert_eq!(m.frame.len(), 2 + PAYLOAD);
+        assert_eq!(m.frame.len(), frame::header_len(PAYLOAD) + PAYLOAD);
         assert_ne!(m.mask, 0);
         g.bench_function(name, |b| {
             b.iter(|| e.encode(black_box(channel), black_box(&p)))

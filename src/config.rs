@@ -41,6 +41,7 @@ pub const VALUE_FLAGS: &[&str] = &[
     "broker-host",
     "broker-port",
     "ws-max-connections",
+    "ws-deflate-min",
     "workers",
     "shutdown-timeout",
     "metrics-addr",
@@ -55,6 +56,9 @@ pub const SWITCH_FLAGS: &[&str] = &[
     "ws-envelope",
     "rs-cluster",
 ];
+
+/// Boolean flags that are on unless turned off (`-ws-deflate=false`).
+pub const ON_BY_DEFAULT_FLAGS: &[&str] = &["ws-deflate"];
 
 /// Environment variable read for `-rs-password` when the flag is absent.
 pub const RS_PASSWORD_ENV: &str = "PUBSOCKETD_RS_PASSWORD";
@@ -127,6 +131,14 @@ pub struct Args {
     /// pubsocketd)
     #[argh(option, default = "String::from(\"pubsocketd\")")]
     pub rs_channel: String,
+    /// negotiate permessage-deflate with clients that offer it; each
+    /// message is compressed once for all of them (default true)
+    #[argh(option, default = "true", from_str_fn(boolean))]
+    pub ws_deflate: bool,
+    /// messages smaller than this go out uncompressed even to deflate
+    /// clients (default 256)
+    #[argh(option, default = "256", from_str_fn(size))]
+    pub ws_deflate_min: usize,
     /// wrap each message as {"channel":...,"data":...} for clients of
     /// several channels (default false: the payload as is)
     #[argh(switch)]
@@ -236,6 +248,8 @@ pub struct Config {
     pub redis: RedisSettings,
     pub channels: Channels,
     pub envelope: bool,
+    /// permessage-deflate on, and the smallest message compressed.
+    pub deflate: Option<usize>,
     pub publish: Option<Publish>,
     /// Required by `/publish` and, when set, by the embedded broker (AUTH).
     pub publish_token: Option<Secret>,
@@ -345,6 +359,7 @@ impl Config {
             redis,
             channels,
             envelope: a.ws_envelope,
+            deflate: a.ws_deflate.then_some(a.ws_deflate_min),
             publish,
             publish_token,
             embedded_broker,
@@ -380,7 +395,7 @@ impl Config {
                 .map_or("none".into(), |p| p.display().to_string())
         };
         format!(
-            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-connections={} ws-json-only={} ws-envelope={} redis={} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
+            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
             self.listen,
             self.route,
             opt(self.heartbeat),
@@ -392,6 +407,7 @@ impl Config {
             self.max_connections,
             self.json_only,
             self.envelope,
+            self.deflate.map_or("off".into(), |min| format!("on (from {min} bytes)")),
             if self.embedded_broker.is_some() {
                 "off".to_string()
             } else {
@@ -642,6 +658,15 @@ fn log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
+/// Parses a boolean option value (for switches whose default is on).
+fn boolean(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean {s:?} (true or false)")),
+    }
+}
+
 /// Parses `-log-level`.
 fn level(s: &str) -> Result<slog::Level, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -664,6 +689,7 @@ mod tests {
     const SPEC: FlagSpec<'static> = FlagSpec {
         values: VALUE_FLAGS,
         switches: SWITCH_FLAGS,
+        on_by_default: ON_BY_DEFAULT_FLAGS,
     };
 
     fn parse(args: &[&str]) -> Result<Config, String> {
@@ -700,7 +726,7 @@ mod tests {
                 f if f.contains("interval") || f.contains("timeout") || f == "rs-keepalive" => {
                     "90s"
                 }
-                "ws-queue-bytes" | "ws-max-message" | "rs-max-payload" => "1KiB",
+                "ws-queue-bytes" | "ws-max-message" | "rs-max-payload" | "ws-deflate-min" => "1KiB",
                 "ws-host" | "rs-host" | "broker-host" => "127.0.0.1",
                 "ws-route" => "/x",
                 _ => "http://a.example",

@@ -159,6 +159,8 @@ pub struct Conn {
     pub peer: Box<str>,
     /// The channels this client chose; `None` for all of them.
     selection: Option<Box<Selection>>,
+    /// permessage-deflate was negotiated.
+    deflate: bool,
 }
 
 impl Conn {
@@ -179,7 +181,19 @@ impl Conn {
             slot: Cell::new(0),
             peer: peer.into_boxed_str(),
             selection,
+            deflate: false,
         }
+    }
+
+    /// Marks the client as having negotiated permessage-deflate: it gets
+    /// the compressed frames, and its own messages may be compressed.
+    pub fn with_deflate(mut self, deflate: bool) -> Conn {
+        self.deflate = deflate;
+        self
+    }
+
+    pub fn deflate(&self) -> bool {
+        self.deflate
     }
 
     /// The channels this client chose; `None` when it takes them all.
@@ -499,7 +513,10 @@ async fn read_loop<R: Fill>(
     mut buf: BytesMut,
     max_message: usize,
 ) -> ReadEnd {
-    let mut decoder = Decoder::new(max_message);
+    let mut decoder = match conn.deflate {
+        true => Decoder::with_deflate(max_message),
+        false => Decoder::new(max_message),
+    };
     loop {
         loop {
             match decoder.decode(&mut buf) {

@@ -16,6 +16,10 @@ pub struct FlagSpec<'a> {
     pub values: &'a [&'a str],
     /// Boolean flags (`-ws-insecure`, `-ws-insecure=false`).
     pub switches: &'a [&'a str],
+    /// Boolean flags that are on by default: spelled like `switches`, but
+    /// handed to argh as an option with a value (`--ws-deflate false`), so
+    /// that `-ws-deflate=false` can turn them off.
+    pub on_by_default: &'a [&'a str],
 }
 
 /// Rewrites `args` (without the program name) into argh's spelling.
@@ -48,7 +52,12 @@ pub fn normalize(args: &[String], spec: &FlagSpec<'_>) -> Result<Vec<String>, St
             "version" => return Ok(vec!["--version".to_string()]),
             _ => {}
         }
-        if let Some(known) = spec.switches.iter().find(|s| **s == name) {
+        if let Some(known) = spec
+            .switches
+            .iter()
+            .chain(spec.on_by_default)
+            .find(|s| **s == name)
+        {
             let on = match inline {
                 None => true,
                 Some(v) => parse_bool(v).ok_or_else(|| {
@@ -78,7 +87,10 @@ pub fn normalize(args: &[String], spec: &FlagSpec<'_>) -> Result<Vec<String>, St
         out.push(value);
     }
     for (name, on) in switches {
-        if on {
+        if spec.on_by_default.contains(&name) {
+            out.push(format!("--{name}"));
+            out.push(on.to_string());
+        } else if on {
             out.push(format!("--{name}"));
         }
     }
@@ -193,6 +205,7 @@ mod tests {
     const SPEC: FlagSpec<'static> = FlagSpec {
         values: &["ws-port", "ws-origin"],
         switches: &["ws-insecure"],
+        on_by_default: &["ws-deflate"],
     };
 
     fn norm(args: &[&str]) -> Result<Vec<String>, String> {
@@ -224,6 +237,19 @@ mod tests {
         assert!(norm(&["-ws-insecure=maybe"])
             .unwrap_err()
             .contains("invalid boolean"));
+    }
+
+    #[test]
+    fn switches_that_default_to_on_carry_their_value() {
+        assert_eq!(norm(&["-ws-deflate"]).unwrap(), ["--ws-deflate", "true"]);
+        assert_eq!(
+            norm(&["--ws-deflate=false"]).unwrap(),
+            ["--ws-deflate", "false"]
+        );
+        assert_eq!(
+            norm(&["-ws-deflate=0", "-ws-deflate"]).unwrap(),
+            ["--ws-deflate", "true"]
+        );
     }
 
     #[test]

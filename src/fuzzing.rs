@@ -13,7 +13,7 @@
 //! | [`origin`] | [`ws::origin::Origin`] and [`OriginPolicy::check`] |
 //! | [`flags`] | [`flags::normalize`] with the relay's flags |
 
-use crate::config::{Args, SWITCH_FLAGS, VALUE_FLAGS};
+use crate::config::{Args, ON_BY_DEFAULT_FLAGS, SWITCH_FLAGS, VALUE_FLAGS};
 use crate::flags::{self, FlagSpec};
 use crate::redis::{self, resp::Item};
 use crate::ws::{self, decode::Event, decode::Violation, origin::Origin, origin::OriginPolicy};
@@ -264,7 +264,7 @@ fn handshake_with(
                 Ok(None),
                 "a prefix of an accepted head is not partial"
             );
-            let response = ws::handshake::switching_protocols(&ok.accept);
+            let response = ws::handshake::switching_protocols(&ok.accept, None);
             let (status, body) = parse_response(&response);
             assert_eq!((status, body), (101, 0));
         }
@@ -490,6 +490,7 @@ pub fn flags(data: &[u8]) {
     let spec = FlagSpec {
         values: VALUE_FLAGS,
         switches: SWITCH_FLAGS,
+        on_by_default: ON_BY_DEFAULT_FLAGS,
     };
     let Ok(out) = flags::normalize(&args, &spec) else {
         return;

@@ -8,6 +8,7 @@
 
 use crate::channels::{Channels, Names};
 use crate::stats::Stats;
+use crate::ws::deflate::Deflater;
 use crate::ws::frame;
 use base64::Engine;
 use bytes::Bytes;
@@ -24,6 +25,9 @@ pub const WORKER_BACKLOG: usize = 1024;
 pub struct Message {
     /// The complete WebSocket frame, the same bytes for every client.
     pub frame: Bytes,
+    /// The same message compressed (permessage-deflate), for the clients
+    /// that negotiated it; `None` when not worth it (small, or nobody).
+    pub deflated: Option<Bytes>,
     /// The configured keys the channel matches (`BROADCAST` for all).
     pub mask: u64,
     /// The channel, for clients that chose one under a pattern.
@@ -75,6 +79,20 @@ pub struct Encoder {
     stats: Arc<Stats>,
     names: NamesCell,
     scratch: Vec<u8>,
+    /// permessage-deflate: the smallest message compressed.
+    deflate_min: Option<usize>,
+    deflater: DeflaterCell,
+    compressed: Vec<u8>,
+}
+
+/// A per-encoder compressor; cloning an encoder starts a fresh one.
+#[derive(Default)]
+struct DeflaterCell(Deflater);
+
+impl Clone for DeflaterCell {
+    fn clone(&self) -> Self {
+        DeflaterCell::default()
+    }
 }
 
 /// A per-encoder name cache; cloning an encoder starts an empty one.
@@ -103,6 +121,9 @@ impl Encoder {
             stats,
             names: NamesCell::default(),
             scratch: Vec::new(),
+            deflate_min: None,
+            deflater: DeflaterCell::default(),
+            compressed: Vec::new(),
         }
     }
 
@@ -126,21 +147,50 @@ impl Encoder {
             self.stats.dropped(mask);
             return Err(Drop::NotJson);
         }
-        let frame = if self.envelope {
-            self.envelope_frame(channel, payload, json)
+        let opcode = if self.envelope {
+            self.envelope_body(channel, payload, json);
+            frame::OP_TEXT
+        } else if std::str::from_utf8(payload).is_ok() {
+            frame::OP_TEXT
         } else {
-            frame::message(payload)
+            frame::OP_BINARY
         };
+        // The envelope's buffer is lent out while the frames are built.
+        let scratch = std::mem::take(&mut self.scratch);
+        let body = if self.envelope { &scratch[..] } else { payload };
+        let frame = frame::encode(opcode, body);
+        let deflated = self.deflate(opcode, body, mask);
+        self.scratch = scratch;
         Ok(Message {
             frame,
+            deflated,
             mask,
             channel: self.names.0.get(channel),
         })
     }
 
-    /// `{"channel":…,"data":…}`: the payload as JSON when it is JSON, as a
-    /// string when it is text, else base64 under `data_base64`.
-    fn envelope_frame(&mut self, channel: &[u8], payload: &[u8], json: bool) -> Bytes {
+    /// Turns permessage-deflate on: messages of at least `min` bytes are
+    /// compressed once, while some client negotiated the extension.
+    pub fn with_deflate(mut self, min: Option<usize>) -> Encoder {
+        self.deflate_min = min;
+        self
+    }
+
+    /// The compressed frame, when some client wants it and it pays.
+    fn deflate(&mut self, opcode: u8, body: &[u8], mask: u64) -> Option<Bytes> {
+        let min = self.deflate_min?;
+        if body.len() < min || !self.stats.deflate_wanted(mask) {
+            return None;
+        }
+        let out = &mut self.compressed;
+        self.deflater.0.compress(body, out);
+        (out.len() < body.len()).then(|| frame::encode_deflated(opcode, out))
+    }
+
+    /// `{"channel":…,"data":…}` into the scratch buffer: the payload as JSON
+    /// when it is JSON, as a string when it is text, else base64 under
+    /// `data_base64`.
+    fn envelope_body(&mut self, channel: &[u8], payload: &[u8], json: bool) {
         let out = &mut self.scratch;
         out.clear();
         out.extend_from_slice(b"{\"channel\":");
@@ -162,7 +212,6 @@ impl Encoder {
             }
         }
         out.push(b'}');
-        frame::encode(frame::OP_TEXT, out)
     }
 }
 

@@ -101,7 +101,8 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         cfg.json_only,
         cfg.max_payload,
         stats.clone(),
-    );
+    )
+    .with_deflate(cfg.deflate);
     let (hub, receivers) = Hub::new(cfg.workers);
     let (stop, stopped) = watch::channel(false);
     let ctx = Arc::new(worker::Context {
@@ -328,6 +329,7 @@ fn log_init(
 async fn heartbeat(hub: Hub, every: std::time::Duration) {
     let beat = Message {
         frame: frame::encode(frame::OP_TEXT, HEARTBEAT.as_bytes()),
+        deflated: None,
         mask: BROADCAST,
         channel: bytes::Bytes::new(),
     };

@@ -23,6 +23,9 @@ pub struct Stats {
     pub dropped: AtomicU64,
     pub redis_reconnects: AtomicU64,
     pub redis_up: AtomicBool,
+    /// Clients that negotiated permessage-deflate, per configured key (the
+    /// encoder compresses a message only when one of them wants it).
+    pub deflate_by_key: Box<[AtomicU64]>,
     /// Set at start with `-broker=embedded`: ready without Redis.
     pub embedded: AtomicBool,
     pub workers: Box<[WorkerCounters]>,
@@ -78,6 +81,7 @@ impl Stats {
             embedded: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
             keys: (0..keys).map(|_| KeyCounters::default()).collect(),
+            deflate_by_key: (0..keys).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -95,6 +99,26 @@ impl Stats {
     pub fn key_counts(&self, i: usize) -> (u64, u64) {
         let k = &self.keys[i];
         (k.received.load(Relaxed), k.dropped.load(Relaxed))
+    }
+
+    /// A deflate client chose `mask` (+1) or left (-1).
+    pub fn deflate_clients_of(&self, mask: u64, joined: bool) {
+        for (i, n) in self.deflate_by_key.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                if joined {
+                    n.fetch_add(1, Relaxed);
+                } else {
+                    n.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Whether a deflate client may want a message matching `mask`.
+    pub fn deflate_wanted(&self, mask: u64) -> bool {
+        self.deflate_by_key.iter().enumerate().any(|(i, n)| {
+            (mask == crate::channels::BROADCAST || mask & (1 << i) != 0) && n.load(Relaxed) > 0
+        })
     }
 
     /// A client chose `mask` (+1) or left (-1).

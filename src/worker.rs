@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::conn::{self, Conn, Delivery, State, TcpReader, TcpWriter, MAX_IOV};
 use crate::hub::Message;
 use crate::stats::{Stats, WorkerCounters};
+use crate::ws::deflate;
 use crate::ws::frame;
 use crate::ws::handshake::{self, Refusal};
 use bytes::{Bytes, BytesMut};
@@ -181,18 +182,39 @@ impl Worker {
             total += m.frame.len();
         }
         let (all, slices) = (&all[..n], &slices[..n]);
+        // The same batch as the deflate clients get it, built only when
+        // some message was compressed.
+        let mut zall: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
+        let mut zslices = [IoSlice::new(&[]); MAX_IOV];
+        let mut ztotal = 0;
+        let compressed = batch.iter().any(|m| m.deflated.is_some());
+        if compressed {
+            for (i, m) in batch.iter().enumerate() {
+                let f = m.deflated.as_ref().unwrap_or(&m.frame);
+                zall[i] = f;
+                zslices[i] = IoSlice::new(f);
+                ztotal += f.len();
+            }
+        }
+        let (zall, zslices) = (&zall[..n], &zslices[..n]);
         let (mut deliveries, mut bytes) = (0u64, 0u64);
         for c in self.conns.borrow().iter() {
+            let zipped = compressed && c.deflate();
             let (delivery, n, len) = match c.selection() {
+                None if zipped => (c.deliver(zall, zslices, ztotal), n, ztotal),
                 None => (c.deliver(all, slices, total), n, total),
                 Some(sel) => {
                     let mut mine: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
                     let mut mine_slices = [IoSlice::new(&[]); MAX_IOV];
                     let (mut k, mut len) = (0, 0);
                     for m in batch.iter().filter(|m| sel.wants(m.mask, &m.channel)) {
-                        mine[k] = &m.frame;
-                        mine_slices[k] = IoSlice::new(&m.frame);
-                        len += m.frame.len();
+                        let f = match (c.deflate(), &m.deflated) {
+                            (true, Some(z)) => z,
+                            _ => &m.frame,
+                        };
+                        mine[k] = f;
+                        mine_slices[k] = IoSlice::new(f);
+                        len += f.len();
                         k += 1;
                     }
                     if k == 0 {
@@ -276,8 +298,7 @@ impl Worker {
         }
         drop(conns);
         self.ctx.stats.closed();
-        let mask = counted_mask(&self.ctx.cfg.channels, c.selection());
-        self.ctx.stats.clients_of(mask, false);
+        account(&self.ctx, c.selection(), c.deflate(), false);
     }
 
     /// Graceful shutdown: every client gets close 1001, then the worker
@@ -308,17 +329,19 @@ async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
     match &ctx.tls {
         None => {
             let mut stream = stream;
-            let Some((peer, buf, sel)) = upgrade(&mut stream, addr, &ctx, deadline).await else {
+            let Some(up) = upgrade(&mut stream, addr, &ctx, deadline).await else {
                 return;
             };
             let stream = Rc::new(stream);
             let c = Conn::new(
                 Some(stream.clone()),
                 ctx.cfg.queue_bytes,
-                peer,
-                w.narrow(sel),
-            );
+                up.peer,
+                w.narrow(up.selection),
+            )
+            .with_deflate(up.deflate);
             let c = Rc::new(c);
+            let buf = up.buf;
             let reader = TcpReader(stream.clone());
             // A task of its own: its future holds only what a live client
             // needs, not the handshake's (the task sized for the handshake
@@ -331,12 +354,13 @@ async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 Ok(Err(e)) => return debug!(ctx.log, "[-][{addr}][tls] handshake failed: {e}"),
                 Err(_) => return debug!(ctx.log, "[-][{addr}][tls] handshake timed out"),
             };
-            let Some((peer, buf, sel)) = upgrade(&mut tls, addr, &ctx, deadline).await else {
+            let Some(up) = upgrade(&mut tls, addr, &ctx, deadline).await else {
                 return;
             };
             let (reader, writer) = tokio::io::split(tls);
-            let c = Rc::new(Conn::new(None, ctx.cfg.queue_bytes, peer, w.narrow(sel)));
-            tokio::task::spawn_local(attach(w, c, reader, writer, buf));
+            let c = Conn::new(None, ctx.cfg.queue_bytes, up.peer, w.narrow(up.selection))
+                .with_deflate(up.deflate);
+            tokio::task::spawn_local(attach(w, Rc::new(c), reader, writer, up.buf));
         }
     }
 }
@@ -356,15 +380,25 @@ async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(
     debug!(w.ctx.log, "{}[disconnect] {end:?}", c.peer);
 }
 
-/// Reads the upgrade request within `deadline` and answers it. Returns the
-/// peer's log label, any bytes that followed the request, and what the
-/// client chose to receive.
+/// A client past its handshake.
+struct Upgraded {
+    /// `[X-Real-IP][remote address]`, for log lines.
+    peer: String,
+    /// Bytes the client sent right after its request.
+    buf: BytesMut,
+    /// What it chose to receive.
+    selection: Selection,
+    /// permessage-deflate agreed.
+    deflate: bool,
+}
+
+/// Reads the upgrade request within `deadline` and answers it.
 async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     addr: SocketAddr,
     ctx: &Context,
     deadline: tokio::time::Instant,
-) -> Option<(String, BytesMut, Selection)> {
+) -> Option<Upgraded> {
     let mut buf = vec![0u8; handshake::MAX_REQUEST];
     let mut filled = 0;
     let request = timeout_at(deadline, read_request(stream, &mut buf, &mut filled, ctx)).await;
@@ -388,18 +422,24 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     match admitted {
-        Ok((acc, selection)) => {
+        Ok((acc, selection, deflate)) => {
             let peer = format!("[{}][{addr}]", acc.real_ip.as_deref().unwrap_or("-"));
-            let response = handshake::switching_protocols(&acc.accept);
+            let ext = deflate.then_some(deflate::RESPONSE);
+            let response = handshake::switching_protocols(&acc.accept, ext);
             let written = timeout_at(deadline, stream.write_all(&response)).await;
             if !matches!(written, Ok(Ok(()))) {
                 ctx.stats.closed();
-                let mask = counted_mask(&ctx.cfg.channels, Some(&selection));
-                ctx.stats.clients_of(mask, false);
+                account(ctx, Some(&selection), deflate, false);
                 return None;
             }
             info!(ctx.log, "{peer}[connect] OK");
-            Some((peer, BytesMut::from(&buf[acc.consumed..filled]), selection))
+            let buf = BytesMut::from(&buf[acc.consumed..filled]);
+            Some(Upgraded {
+                peer,
+                buf,
+                selection,
+                deflate,
+            })
         }
         Err(refusal) => {
             let real_ip = refusal.real_ip.as_deref().unwrap_or("-");
@@ -440,7 +480,7 @@ async fn read_request<S: AsyncRead + Unpin>(
 fn admit(
     acc: handshake::Accepted,
     ctx: &Context,
-) -> Result<(handshake::Accepted, Selection), Refusal> {
+) -> Result<(handshake::Accepted, Selection, bool), Refusal> {
     let refuse = |status, why: String| Refusal {
         real_ip: acc.real_ip.clone(),
         ..Refusal::new(status, why)
@@ -458,10 +498,20 @@ fn admit(
         return Err(refuse(503, why));
     }
     // Counted before the 101 goes out, so that a publish the client could
-    // see is never reported as reaching nobody.
-    let mask = counted_mask(&ctx.cfg.channels, Some(&selection));
-    ctx.stats.clients_of(mask, true);
-    Ok((acc, selection))
+    // see is never reported as reaching nobody (nor left uncompressed).
+    let deflate = ctx.cfg.deflate.is_some() && acc.deflate_offered;
+    account(ctx, Some(&selection), deflate, true);
+    Ok((acc, selection, deflate))
+}
+
+/// Counts a client in (or out of) the per-channel gauges, and among the
+/// deflate clients the encoder compresses for.
+fn account(ctx: &Context, selection: Option<&Selection>, deflate: bool, joined: bool) {
+    let mask = counted_mask(&ctx.cfg.channels, selection);
+    ctx.stats.clients_of(mask, joined);
+    if deflate {
+        ctx.stats.deflate_clients_of(mask, joined);
+    }
 }
 
 /// The keys a client counts under in the per-channel client gauges.

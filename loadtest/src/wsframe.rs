@@ -288,6 +288,7 @@ mod tests {
         let req = request("127.0.0.1:8080", "/", Some("http://x"), &k);
         let mut ok = pubsocketd::ws::handshake::switching_protocols(
             &pubsocketd::ws::handshake::accept_key(k.as_bytes()),
+            None,
         );
         ok.extend_from_slice(b"\x81\x00");
         assert!(String::from_utf8(req)

@@ -45,6 +45,7 @@ fn main() {
         &FlagSpec {
             values: &["host", "port", "channel"],
             switches: &["raw"],
+            on_by_default: &[],
         },
         env!("CARGO_PKG_VERSION"),
     );

@@ -62,6 +62,7 @@ async fn main() {
         &FlagSpec {
             values: &["url", "origin", "ca-cert"],
             switches: &[],
+            on_by_default: &[],
         },
         env!("CARGO_PKG_VERSION"),
     );

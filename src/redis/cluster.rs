@@ -351,6 +351,7 @@ mod tests {
         let spec = crate::flags::FlagSpec {
             values: crate::config::VALUE_FLAGS,
             switches: crate::config::SWITCH_FLAGS,
+            on_by_default: crate::config::ON_BY_DEFAULT_FLAGS,
         };
         let a: crate::config::Args = crate::flags::parse_from("p", &args, &spec).unwrap();
         let cfg = Config::from_args(a).unwrap();

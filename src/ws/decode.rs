@@ -5,6 +5,7 @@
 //! forbids (unmasked frames, reserved bits, oversized control frames, bad
 //! UTF-8) with the right close code. Data messages are checked and dropped.
 
+use super::deflate::{self, InflateError};
 use super::frame::{OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -40,13 +41,20 @@ pub struct Decoder {
     fragmented: Option<u8>,
     /// Bytes of the message in progress so far.
     message_len: usize,
-    /// Text of the message in progress, kept to validate UTF-8 at its end.
+    /// Text of the message in progress, kept to validate UTF-8 at its end
+    /// (or any compressed message, kept to inflate it).
     text: Vec<u8>,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
+    /// The message in progress is compressed.
+    compressed: bool,
 }
 
 /// The parsed fixed part of a frame header.
 struct Header {
     fin: bool,
+    /// RSV1: a compressed message starts here (permessage-deflate).
+    rsv1: bool,
     opcode: u8,
     mask: [u8; 4],
     len: usize,
@@ -59,6 +67,14 @@ impl Decoder {
         Decoder {
             max_message,
             ..Decoder::default()
+        }
+    }
+
+    /// A decoder for a client that negotiated permessage-deflate.
+    pub fn with_deflate(max_message: usize) -> Decoder {
+        Decoder {
+            deflate: true,
+            ..Decoder::new(max_message)
         }
     }
 
@@ -77,6 +93,9 @@ impl Decoder {
             buf.advance(h.head);
             let mut payload = buf.split_to(h.len);
             unmask(&mut payload, h.mask);
+            if h.rsv1 {
+                self.compressed = true;
+            }
             if let Some(event) = self.frame(h.fin, h.opcode, payload.freeze())? {
                 return Ok(Some(event));
             }
@@ -92,7 +111,11 @@ impl Decoder {
         let fin = b0 & 0x80 != 0;
         let opcode = b0 & 0x0F;
         if b0 & 0x70 != 0 {
-            return Err(violation(1002, "reserved bits set without an extension"));
+            // RSV1 only, with permessage-deflate, on a message's first frame.
+            let first_data = matches!(opcode, OP_TEXT | OP_BINARY);
+            if !(self.deflate && b0 & 0x70 == 0x40 && first_data) {
+                return Err(violation(1002, "reserved bits set without an extension"));
+            }
         }
         if !matches!(
             opcode,
@@ -130,6 +153,7 @@ impl Decoder {
         let mask = buf[head - 4..head].try_into().expect("4 bytes");
         Ok(Some(Header {
             fin,
+            rsv1: b0 & 0x40 != 0,
             opcode,
             mask,
             len,
@@ -162,22 +186,32 @@ impl Decoder {
     fn data(&mut self, opcode: u8, fin: bool, payload: &[u8]) -> Result<Option<Event>, Violation> {
         let text = opcode == OP_TEXT;
         self.message_len += payload.len();
-        if text {
+        if text || self.compressed {
             self.text.extend_from_slice(payload);
         }
         if !fin {
             self.fragmented = Some(opcode);
             return Ok(None);
         }
-        let len = self.message_len;
-        let valid = !text || std::str::from_utf8(&self.text).is_ok();
-        self.fragmented = None;
-        self.message_len = 0;
         // Release the reassembly buffer: idle connections hold no memory.
-        self.text = Vec::new();
-        if !valid {
+        let whole = std::mem::take(&mut self.text);
+        let compressed = std::mem::take(&mut self.compressed);
+        let total = std::mem::take(&mut self.message_len);
+        self.fragmented = None;
+        let inflated;
+        let body = if compressed {
+            inflated = deflate::inflate(&whole, self.max_message).map_err(|e| match e {
+                InflateError::TooBig => violation(1009, "message too big once inflated"),
+                InflateError::Corrupt => violation(1007, "invalid deflate data"),
+            })?;
+            &inflated[..]
+        } else {
+            &whole[..]
+        };
+        if text && std::str::from_utf8(body).is_err() {
             return Err(violation(1007, "invalid UTF-8 in a text message"));
         }
+        let len = if compressed { body.len() } else { total };
         Ok(Some(Event::Message { text, len }))
     }
 }

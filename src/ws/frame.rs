@@ -46,6 +46,15 @@ pub fn encode(opcode: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// A frame whose payload is compressed with permessage-deflate: RSV1 set.
+pub fn encode_deflated(opcode: u8, compressed: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(header_len(compressed.len()) + compressed.len());
+    put_header(&mut out, opcode, compressed.len());
+    out[0] |= 0x40;
+    out.put_slice(compressed);
+    out.freeze()
+}
+
 /// A data frame for a relayed payload: text when it is valid UTF-8 (what
 /// browsers expect for JSON), binary otherwise, so nothing is lost.
 pub fn message(payload: &[u8]) -> Bytes {

@@ -27,6 +27,9 @@ pub struct Accepted {
     pub real_ip: Option<String>,
     /// The query string of the request target, without `?` (empty if none).
     pub query: String,
+    /// The client offered permessage-deflate with parameters the relay can
+    /// accept (see [`super::deflate`]).
+    pub deflate_offered: bool,
 }
 
 /// A request that is refused, with the status to answer.
@@ -67,10 +70,14 @@ impl Refusal {
     }
 }
 
-/// The 101 response for an accepted request.
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
+/// The 101 response for an accepted request, naming the extension agreed
+/// on, if any.
+pub fn switching_protocols(accept: &str, extensions: Option<&str>) -> Vec<u8> {
+    let ext = extensions.map_or(String::new(), |e| {
+        format!("Sec-WebSocket-Extensions: {e}\r\n")
+    });
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{ext}\r\n"
     )
     .into_bytes()
 }
@@ -120,6 +127,11 @@ pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<A
     let real_ip = heads
         .one(b"x-real-ip")
         .map(|v| String::from_utf8_lossy(v).trim().to_string());
+    let deflate_offered = heads
+        .0
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .any(|h| super::deflate::accepts(h.value));
     check(&req, &heads, route, origins)
         .map(|(accept, query)| {
             Some(Accepted {
@@ -127,6 +139,7 @@ pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<A
                 consumed,
                 real_ip: real_ip.clone(),
                 query,
+                deflate_offered,
             })
         })
         .map_err(|mut r| {

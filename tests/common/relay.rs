@@ -317,10 +317,16 @@ pub struct RawWs {
 impl RawWs {
     /// Upgrades on `addr`; `after` is sent in the same write as the request.
     pub fn open(addr: &str, after: &[u8]) -> RawWs {
+        RawWs::open_with(addr, "", after).0
+    }
+
+    /// Like [`RawWs::open`] with extra header lines; also returns the
+    /// response head.
+    pub fn open_with(addr: &str, headers: &str, after: &[u8]) -> (RawWs, String) {
         let mut sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let mut req = upgrade_request("/", "").into_bytes();
+        let mut req = upgrade_request("/", headers).into_bytes();
         req.extend_from_slice(after);
         sock.write_all(&req).unwrap();
         let mut ws = RawWs {
@@ -336,7 +342,7 @@ impl RawWs {
         let head = String::from_utf8_lossy(&ws.buf[..head_end]).into_owned();
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         ws.buf.drain(..head_end);
-        ws
+        (ws, head)
     }
 
     fn fill(&mut self) -> Option<usize> {

@@ -175,7 +175,7 @@ async fn upgrade(mut s: TcpStream, clients: Clients) {
             _ => return,
         }
     };
-    if s.write_all(&handshake::switching_protocols(&accept))
+    if s.write_all(&handshake::switching_protocols(&accept, None))
         .await
         .is_err()
     {
