@@ -106,18 +106,9 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Parsed, FrameError> {
 /// Appends a masked client frame (final, `opcode`, `payload` ≤ 125 bytes
 /// for control frames) to `out`.
 pub fn encode_masked(opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
+    let start = out.len();
+    pubsocketd::ws::frame::put_header(out, opcode, payload.len());
+    out[start + 1] |= 0x80; // the MASK bit: client frames are masked
     out.extend_from_slice(&mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
 }
