@@ -65,12 +65,18 @@ struct Worker {
 
 /// Runs a worker on its own thread until `shutdown` turns true and its
 /// clients are closed (or the shutdown deadline passes).
+/// A task a worker runs beside its clients (the Redis subscriber runs on
+/// worker 0, so that a message goes from Redis to the sockets on one
+/// thread).
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 pub fn spawn(
     id: usize,
     listener: std::net::TcpListener,
     frames: mpsc::Receiver<Message>,
     shutdown: watch::Receiver<bool>,
     ctx: Arc<Context>,
+    beside: Option<Task>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("worker-{id}"))
@@ -80,6 +86,10 @@ pub fn spawn(
                 .build()
                 .expect("worker runtime");
             let local = tokio::task::LocalSet::new();
+            // Ends with the runtime, when the worker has drained.
+            if let Some(task) = beside {
+                rt.spawn(task);
+            }
             local.block_on(&rt, run(id, listener, frames, shutdown, ctx));
         })
 }
