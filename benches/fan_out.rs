@@ -8,6 +8,8 @@
 //! Also the once-per-message side: `hub::Encoder::encode` (channel mask,
 //! counters, frame, channel name).
 
+mod common;
+
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pubsocketd::channels::Channels;
@@ -131,10 +133,7 @@ fn encode(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2));
+    config = common::quick();
     targets = deliver, encode
 }
 criterion_main!(benches);

@@ -3,10 +3,11 @@
 //! allocation), and `frame::message`, which adds the UTF-8 check that picks
 //! a text or a binary frame.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pubsocketd::ws::frame;
 use std::hint::black_box;
-use std::time::Duration;
 
 /// ASCII, JSON-looking text of `len` bytes (valid UTF-8, as most payloads).
 fn payload(len: usize) -> Vec<u8> {
@@ -46,10 +47,7 @@ fn encode(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2));
+    config = common::quick();
     targets = encode
 }
 criterion_main!(benches);

@@ -2,11 +2,12 @@
 //! reconnect storm): `ws::handshake::parse` on a browser's request, the
 //! `Sec-WebSocket-Accept` digest, and the Origin check alone.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pubsocketd::ws::handshake;
 use pubsocketd::ws::origin::{Origin, OriginPolicy};
 use std::hint::black_box;
-use std::time::Duration;
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -78,10 +79,7 @@ fn handshake(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2));
+    config = common::quick();
     targets = handshake
 }
 criterion_main!(benches);

@@ -2,11 +2,12 @@
 //! `pmessage` pushes that hands out ranges of the read buffer instead of
 //! allocating a frame per relayed message.
 
+mod common;
+
 use bytes::{Buf, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pubsocketd::redis::resp::{Item, PushReader};
 use std::hint::black_box;
-use std::time::Duration;
 
 /// Pushes per buffer.
 const N: usize = 400;
@@ -116,10 +117,7 @@ fn decode(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2));
+    config = common::quick();
     targets = decode
 }
 criterion_main!(benches);
