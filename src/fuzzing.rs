@@ -355,8 +355,11 @@ struct FrameRun {
     leftover: usize,
 }
 
-fn frames_run(pieces: &[&[u8]]) -> FrameRun {
-    let mut decoder = ws::decode::Decoder::new(WS_MAX_MESSAGE);
+fn frames_run(pieces: &[&[u8]], deflate: bool) -> FrameRun {
+    let mut decoder = match deflate {
+        true => ws::decode::Decoder::with_deflate(WS_MAX_MESSAGE),
+        false => ws::decode::Decoder::new(WS_MAX_MESSAGE),
+    };
     let mut buf = BytesMut::new();
     let mut events = Vec::new();
     for piece in pieces {
@@ -409,12 +412,15 @@ fn check_event(event: &Event) {
 /// goes on after its first violation. Events respect the limits (pings of at
 /// most 125 bytes, messages of at most 1024, valid close codes).
 pub fn client_frames(data: &[u8]) {
-    let whole = frames_run(&[data]);
-    let bytes: Vec<&[u8]> = data.chunks(1).collect();
-    assert_frames_same(&whole, &frames_run(&bytes), "fed byte by byte");
-    for cut in split_points(data) {
-        let split = frames_run(&pieces(data, &[cut]));
-        assert_frames_same(&whole, &split, &format!("split at {cut}"));
+    // Plain, and with permessage-deflate (RSV1 messages are inflated).
+    for deflate in [false, true] {
+        let whole = frames_run(&[data], deflate);
+        let bytes: Vec<&[u8]> = data.chunks(1).collect();
+        assert_frames_same(&whole, &frames_run(&bytes, deflate), "fed byte by byte");
+        for cut in split_points(data) {
+            let split = frames_run(&pieces(data, &[cut]), deflate);
+            assert_frames_same(&whole, &split, &format!("split at {cut}"));
+        }
     }
 }
 
