@@ -620,7 +620,8 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("invalid duration {s:?} (units: ms, s, m, h)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    // Found by fuzzing: from_secs_f64 panics on a value too large.
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {s:?} is too large"))
 }
 
 /// Parses a size (`4096`, `64KiB`, `1MiB`, `1GiB`; `K`, `M`, `G` alike).
@@ -801,6 +802,9 @@ mod tests {
         assert_eq!(duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(duration("7").unwrap(), Duration::from_secs(7));
         assert!(duration("7 parsecs").is_err());
+        assert!(duration("44444444444444444444444")
+            .unwrap_err()
+            .contains("too large"));
         assert_eq!(size("64KiB").unwrap(), 65536);
         assert_eq!(size("1M").unwrap(), 1 << 20);
         assert!(size("-1").is_err());

@@ -480,10 +480,12 @@ pub fn origin(data: &[u8]) {
 ///
 /// `data` is split into arguments at NUL bytes (lossy UTF-8). On success the
 /// output is `--help`, `--version`, or argh's spelling: `--name value` for
-/// each value flag and `--switch` for each set switch, each at most once,
+/// each value flag, then `--switch` for each set switch and `--name
+/// true|false` for each switch that is on by default, each at most once,
 /// then the untouched tail of the arguments where flag parsing stopped (at
 /// the first non-flag, or at `--`, which is kept). Normalising the output
-/// again gives the same output, and argh never accepts arguments that had a
+/// again gives the same output (once `--name true|false` of a switch that
+/// is on by default is respelt `--name=true|false`), and argh never accepts arguments that had a
 /// tail (so nothing after `--` or a positional is applied as a flag).
 pub fn flags(data: &[u8]) {
     let args: Vec<String> = if data.is_empty() {
@@ -508,8 +510,28 @@ pub fn flags(data: &[u8]) {
             "tail {tail:?} is not the end of {args:?}"
         );
     }
-    let again = flags::normalize(&out, &spec)
-        .unwrap_or_else(|e| panic!("normalised {out:?} (from {args:?}) is refused: {e}"));
+    // Idempotence, with one respelling: a switch that is on by default comes
+    // out as argh's `--ws-deflate false`, which in Go's syntax (and so for
+    // `normalize`) is a bare switch and a positional `false`; its Go
+    // spelling is `--ws-deflate=false`.
+    let mut go_form: Vec<String> = Vec::with_capacity(out.len());
+    let flags_end = out.len() - tail.len();
+    let mut i = 0;
+    while i < flags_end {
+        let on_by_default = out[i]
+            .strip_prefix("--")
+            .is_some_and(|name| spec.on_by_default.contains(&name));
+        if on_by_default {
+            go_form.push(format!("{}={}", out[i], out[i + 1]));
+            i += 2;
+        } else {
+            go_form.push(out[i].clone());
+            i += 1;
+        }
+    }
+    go_form.extend_from_slice(tail);
+    let again = flags::normalize(&go_form, &spec)
+        .unwrap_or_else(|e| panic!("normalised {go_form:?} (from {args:?}) is refused: {e}"));
     assert_eq!(again, out, "normalize is not idempotent on {args:?}");
     let positional = tail.strip_prefix(&["--".to_string()][..]).unwrap_or(tail);
     let parsed = flags::parse_from::<Args>("pubsocketd", &args, &spec);
@@ -538,10 +560,24 @@ fn check_flag_shape<'o>(out: &'o [String], spec: &FlagSpec<'_>) -> &'o [String] 
         seen.push(&out[i]);
         i += 2;
     }
-    while i < out.len() && known(spec.switches, &out[i]) {
-        assert!(!seen.contains(&out[i].as_str()), "{} twice", out[i]);
-        seen.push(&out[i]);
-        i += 1;
+    loop {
+        let Some(arg) = out.get(i) else { break };
+        let step = if known(spec.switches, arg) {
+            1
+        } else if known(spec.on_by_default, arg) {
+            // Handed to argh with its value: `--ws-deflate false`.
+            let value = out.get(i + 1).map(String::as_str);
+            assert!(
+                matches!(value, Some("true" | "false")),
+                "{arg} followed by {value:?}"
+            );
+            2
+        } else {
+            break;
+        };
+        assert!(!seen.contains(&arg.as_str()), "{arg} twice");
+        seen.push(arg);
+        i += step;
     }
     let tail = &out[i..];
     if let Some(first) = tail.first() {
