@@ -560,8 +560,7 @@ fn check_flag_shape<'o>(out: &'o [String], spec: &FlagSpec<'_>) -> &'o [String] 
         seen.push(&out[i]);
         i += 2;
     }
-    loop {
-        let Some(arg) = out.get(i) else { break };
+    while let Some(arg) = out.get(i) {
         let step = if known(spec.switches, arg) {
             1
         } else if known(spec.on_by_default, arg) {
