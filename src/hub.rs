@@ -12,7 +12,6 @@ use crate::ws::deflate::Deflater;
 use crate::ws::frame;
 use base64::Engine;
 use bytes::Bytes;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -137,14 +136,14 @@ impl Encoder {
         if mask == 0 {
             return Err(Drop::NoSubscriber);
         }
-        self.stats.received(mask);
+        self.stats.count_received(mask);
         if payload.len() > self.max_payload {
-            self.stats.dropped(mask);
+            self.stats.count_dropped(mask);
             return Err(Drop::TooLarge);
         }
         let json = (self.json_only || self.envelope) && is_json(payload);
         if self.json_only && !json {
-            self.stats.dropped(mask);
+            self.stats.count_dropped(mask);
             return Err(Drop::NotJson);
         }
         let opcode = if self.envelope {
@@ -223,23 +222,6 @@ fn is_json(payload: &[u8]) -> bool {
 fn json_string(out: &mut Vec<u8>, s: &str) {
     // serde_json writes straight into the buffer: no temporary String.
     let _ = serde_json::to_writer(&mut *out, s);
-}
-
-/// The shared counters a source updates (per configured key).
-impl Stats {
-    fn received(&self, mask: u64) {
-        self.received.fetch_add(1, Relaxed);
-        self.each_key(mask, |k| {
-            k.received.fetch_add(1, Relaxed);
-        });
-    }
-
-    fn dropped(&self, mask: u64) {
-        self.dropped.fetch_add(1, Relaxed);
-        self.each_key(mask, |k| {
-            k.dropped.fetch_add(1, Relaxed);
-        });
-    }
 }
 
 #[cfg(test)]

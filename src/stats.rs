@@ -95,6 +95,23 @@ impl Stats {
         }
     }
 
+    /// Counts a message received on a channel matching `mask`: once in the
+    /// process total, once per key.
+    pub fn count_received(&self, mask: u64) {
+        self.received.fetch_add(1, Relaxed);
+        self.each_key(mask, |k| {
+            k.received.fetch_add(1, Relaxed);
+        });
+    }
+
+    /// Counts a received message that was not relayed.
+    pub fn count_dropped(&self, mask: u64) {
+        self.dropped.fetch_add(1, Relaxed);
+        self.each_key(mask, |k| {
+            k.dropped.fetch_add(1, Relaxed);
+        });
+    }
+
     /// (received, dropped) of key `i`.
     pub fn key_counts(&self, i: usize) -> (u64, u64) {
         let k = &self.keys[i];

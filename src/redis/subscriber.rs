@@ -204,12 +204,8 @@ impl Subscriber {
                 }
                 Item::Oversized { channel, len } => {
                     let mask = self.encoder.channels().mask_for(channel.as_bytes());
-                    self.stats.each_key(mask, |k| {
-                        k.received.fetch_add(1, Relaxed);
-                        k.dropped.fetch_add(1, Relaxed);
-                    });
-                    self.stats.received.fetch_add(1, Relaxed);
-                    self.stats.dropped.fetch_add(1, Relaxed);
+                    self.stats.count_received(mask);
+                    self.stats.count_dropped(mask);
                     warn!(self.log, "[redis] dropped a {len}-byte message on {channel}: over -rs-max-payload ({} bytes)", self.cfg.max_payload);
                 }
                 Item::Reply(reply) => self.reply(reply, backoff, confirmed)?,
