@@ -11,6 +11,9 @@
 #   REPEATS=3            runs of each server per scenario (at least 3 for a median)
 #   DURATION=20          seconds of publishing per fan-out run, of holding for idle
 #   SCENARIOS="fanout-1k fanout-10k idle-10k"   which scenarios to run
+#   KINDS="floor pubsocketd"   servers, interleaved in this order; the first
+#                        is the reference of the ratios. pubsocketd-epoll and
+#                        pubsocketd-uring are pubsocketd with -io set
 #   OUT_DIR=target/loadtest-compare-<time>      where results and logs go
 #   SERVER_CORE=0 LOAD_CORE=1                   cores for the relay / Redis + load
 #   NO_BUILD=1           skip `cargo build --release`
@@ -22,6 +25,7 @@ cd "$ROOT"
 REPEATS="${REPEATS:-3}"
 DURATION="${DURATION:-20}"
 SCENARIOS="${SCENARIOS:-fanout-1k fanout-10k idle-10k}"
+KINDS="${KINDS:-floor pubsocketd}"
 SERVER_CORE="${SERVER_CORE:-0}"
 LOAD_CORE="${LOAD_CORE:-1}"
 NICE="${NICE:-10}"
@@ -90,10 +94,13 @@ start_server() { # kind, port -> sets SERVER_PID
             taskset -c "$SERVER_CORE" "$BIN/floor" --listen "127.0.0.1:$port" --redis "127.0.0.1:$RP" \
                 > "$log" 2>&1 &
             ;;
-        pubsocketd)
+        pubsocketd | pubsocketd-*)
+            local io=()
+            [ "$kind" != pubsocketd ] && io=(-io "${kind#pubsocketd-}")
             taskset -c "$SERVER_CORE" "$BIN/pubsocketd" -ws-insecure -ws-host 127.0.0.1 -ws-port "$port" \
-                -rs-port "$RP" -workers 1 -ws-ping-interval 0 -log-level warn > "$log" 2>&1 &
+                -rs-port "$RP" -workers 1 -ws-ping-interval 0 -log-level warn "${io[@]}" > "$log" 2>&1 &
             ;;
+        *) echo "run-compare: unknown server kind $kind" >&2; return 1 ;;
     esac
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -101,11 +108,11 @@ start_server() { # kind, port -> sets SERVER_PID
 }
 
 echo "run-compare: $(nproc) cores, kernel $(uname -r), redis on :$RP (core $LOAD_CORE), relays on core $SERVER_CORE"
-echo "run-compare: scenarios: $SCENARIOS; $REPEATS repeats; ${DURATION}s each; results in $OUT_DIR"
+echo "run-compare: servers: $KINDS; scenarios: $SCENARIOS; $REPEATS repeats; ${DURATION}s each; results in $OUT_DIR"
 for scenario in $SCENARIOS; do
     args="$(scenario_args "$scenario")"
     for rep in $(seq 1 "$REPEATS"); do
-        for kind in floor pubsocketd; do
+        for kind in $KINDS; do
             port="$(free_port)"
             tag="$scenario-$kind-$rep"
             start_server "$kind" "$port" "$OUT_DIR/$tag.server.log" ||

@@ -43,6 +43,7 @@ pub const VALUE_FLAGS: &[&str] = &[
     "ws-max-connections",
     "ws-deflate-min",
     "workers",
+    "io",
     "shutdown-timeout",
     "metrics-addr",
     "log-format",
@@ -223,6 +224,11 @@ pub struct Args {
     /// worker threads, each with its own listener (default: one per core)
     #[argh(option, default = "0")]
     pub workers: usize,
+    /// how the fan-out writes to sockets: uring (one io_uring_enter for
+    /// the sends of a whole fan-out; falls back to epoll where io_uring is
+    /// not allowed) or epoll (one writev per client) (default uring)
+    #[argh(option, default = "Io::Uring", from_str_fn(io_backend))]
+    pub io: Io,
     /// on SIGTERM/SIGINT, time given to clients to take their close frame
     /// before exit (default 5s)
     #[argh(option, default = "Duration::from_secs(5)", from_str_fn(duration))]
@@ -265,6 +271,8 @@ pub struct Config {
     pub max_connections: usize,
     pub metrics_addr: Option<SocketAddr>,
     pub workers: usize,
+    /// The backend asked for; a worker may still fall back to epoll.
+    pub io: Io,
     pub shutdown_timeout: Duration,
 }
 
@@ -372,6 +380,7 @@ impl Config {
             max_connections: a.ws_max_connections,
             metrics_addr: a.metrics_addr,
             workers,
+            io: a.io,
             shutdown_timeout: a.shutdown_timeout,
         })
     }
@@ -395,7 +404,7 @@ impl Config {
                 .map_or("none".into(), |p| p.display().to_string())
         };
         format!(
-            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
+            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
             self.listen,
             self.route,
             opt(self.heartbeat),
@@ -424,6 +433,7 @@ impl Config {
                 LogFormat::Json => "json",
             },
             self.workers,
+            self.io.name(),
             self.shutdown_timeout,
             self.metrics_addr.map_or("off".into(), |a| a.to_string()),
             self.publish.as_ref().map_or("off".into(), |p| format!("{} (token set)", p.addr)),
@@ -659,6 +669,32 @@ fn log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
+/// How the fan-out writes to client sockets (`-io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    /// Batched sends through a per-worker io_uring.
+    Uring,
+    /// One vectored write per client, on tokio's epoll reactor.
+    Epoll,
+}
+
+impl Io {
+    pub fn name(self) -> &'static str {
+        match self {
+            Io::Uring => "uring",
+            Io::Epoll => "epoll",
+        }
+    }
+}
+
+fn io_backend(s: &str) -> Result<Io, String> {
+    match s {
+        "uring" => Ok(Io::Uring),
+        "epoll" => Ok(Io::Epoll),
+        _ => Err(format!("invalid -io {s:?} (uring or epoll)")),
+    }
+}
+
 /// Parses a boolean option value (for switches whose default is on).
 fn boolean(s: &str) -> Result<bool, String> {
     match s {
@@ -722,6 +758,7 @@ mod tests {
                 "rs-url" => "rediss://u:p@r.example:6380",
                 "broker" => "embedded",
                 "log-format" => "json",
+                "io" => "epoll",
                 "log-level" => "debug",
                 "ws-ping-interval" => "10s",
                 f if f.contains("interval") || f.contains("timeout") || f == "rs-keepalive" => {

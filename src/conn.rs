@@ -19,6 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
@@ -237,7 +238,30 @@ impl Conn {
         if self.state.get() != State::Open {
             return Delivery::Dropped;
         }
-        let delivery = self.send(frames, slices, total);
+        self.bounded(self.send(frames, slices, total))
+    }
+
+    /// The socket the fan-out may write this client's next batch to itself
+    /// (see [`crate::uring`]): open, plain TCP, and nothing queued ahead.
+    pub fn ready_fd(&self) -> Option<RawFd> {
+        let direct = self.direct.as_ref()?;
+        let ready = self.state.get() == State::Open && self.queue.borrow().is_empty();
+        ready.then(|| direct.as_raw_fd())
+    }
+
+    /// Finishes a delivery whose write the caller made on [`Conn::ready_fd`]:
+    /// `result` is what that write returned.
+    pub fn delivered(
+        &self,
+        frames: &[&Bytes],
+        result: io::Result<usize>,
+        total: usize,
+    ) -> Delivery {
+        self.bounded(self.settle(frames, result, total))
+    }
+
+    /// A delivery that left the queue past its bound closes the client.
+    fn bounded(&self, delivery: Delivery) -> Delivery {
         if delivery == Delivery::Queued && self.queue.borrow().over(self.queue_limit) {
             return Delivery::SlowClosed;
         }
@@ -283,22 +307,26 @@ impl Conn {
     /// Writes straight to the socket when nothing is queued, and queues
     /// what it did not take.
     fn send(&self, frames: &[&Bytes], slices: &[IoSlice<'_>], total: usize) -> Delivery {
-        let mut q = self.queue.borrow_mut();
-        let mut written = 0;
-        if let (true, Some(sock)) = (q.is_empty(), &self.direct) {
-            match sock.try_write_vectored(slices) {
-                Ok(n) if n == total => return Delivery::Written,
-                Ok(n) => written = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    drop(q);
-                    self.abort();
-                    return Delivery::Dropped;
-                }
+        let result = match (self.queue.borrow().is_empty(), &self.direct) {
+            (true, Some(sock)) => sock.try_write_vectored(slices),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
+        };
+        self.settle(frames, result, total)
+    }
+
+    /// Acts on the result of writing `frames` (`total` bytes): done, the
+    /// rest queued for the task, or the connection aborted.
+    fn settle(&self, frames: &[&Bytes], result: io::Result<usize>, total: usize) -> Delivery {
+        let written = match result {
+            Ok(n) if n == total => return Delivery::Written,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                self.abort();
+                return Delivery::Dropped;
             }
-        }
-        q.push_rest(frames, written);
-        drop(q);
+        };
+        self.queue.borrow_mut().push_rest(frames, written);
         wake(&self.writer);
         Delivery::Queued
     }

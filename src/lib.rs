@@ -21,5 +21,6 @@ pub mod redis;
 pub mod server;
 pub mod stats;
 pub mod tls;
+pub mod uring;
 pub mod worker;
 pub mod ws;

@@ -2,14 +2,14 @@
 //! graceful shutdown. Workers run on their own threads.
 
 use crate::channels::BROADCAST;
-use crate::config::Config;
+use crate::config::{Config, Io};
 use crate::hub::{Encoder, Hub, Message};
 use crate::redis::connect::Target;
 use crate::redis::subscriber::Subscriber;
 use crate::stats::Stats;
 use crate::ws::frame;
 use crate::ws::origin::OriginPolicy;
-use crate::{broker, log, metrics, net, publish, tls, worker};
+use crate::{broker, log, metrics, net, publish, tls, uring, worker};
 use slog::{info, warn, Logger};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -73,6 +73,7 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         .map(|p| bind(p.addr, "-publish-addr"))
         .transpose()?;
     log_init(&log, &cfg, local, &nofile, tls.is_some(), broker_addr);
+    cfg.io = choose_io(&log, cfg.io);
     if let Some(l) = &publish_listener {
         info!(
             log,
@@ -266,6 +267,34 @@ fn io_text(e: &std::io::Error) -> String {
 
 /// The `[init]` lines, in the original's words, plus the client cap and
 /// the effective configuration.
+/// Checks that io_uring is allowed here before the workers count on it;
+/// where it is not (seccomp, `kernel.io_uring_disabled`, an old kernel),
+/// the relay says why and writes with epoll.
+fn choose_io(log: &Logger, asked: Io) -> Io {
+    match asked {
+        Io::Epoll => {
+            info!(log, "[init] io: epoll (one writev per client per batch)");
+            Io::Epoll
+        }
+        Io::Uring => match uring::Ring::new() {
+            Ok(_) => {
+                info!(
+                    log,
+                    "[init] io: uring (one io_uring_enter per fan-out batch)"
+                );
+                Io::Uring
+            }
+            Err(e) => {
+                warn!(
+                    log,
+                    "[init] io: io_uring is not available here ({e}); falling back to epoll"
+                );
+                Io::Epoll
+            }
+        },
+    }
+}
+
 fn log_init(
     log: &Logger,
     cfg: &Config,

@@ -9,9 +9,11 @@
 
 use crate::channels::{Channels, Selection};
 use crate::config::Config;
+use crate::config::Io;
 use crate::conn::{self, Conn, Delivery, State, TcpReader, TcpWriter, MAX_IOV};
 use crate::hub::Message;
 use crate::stats::{Stats, WorkerCounters};
+use crate::uring;
 use crate::ws::deflate;
 use crate::ws::frame;
 use crate::ws::handshake::{self, Refusal};
@@ -46,6 +48,31 @@ pub struct Context {
 /// Fills the unused places of the stack arrays of frame references.
 static EMPTY: Bytes = Bytes::new();
 
+/// One form of a batch (plain, or as deflate clients get it): the frames,
+/// their bytes as write slices, and the byte count.
+struct Variant<'a> {
+    frames: &'a [&'a Bytes],
+    slices: &'a [IoSlice<'a>],
+    total: usize,
+}
+
+impl<'a> Variant<'a> {
+    fn new(frames: &'a [&'a Bytes], slices: &'a [IoSlice<'a>], total: usize) -> Variant<'a> {
+        Variant {
+            frames,
+            slices,
+            total,
+        }
+    }
+}
+
+/// What one fan-out delivered, added to the worker's counters once.
+#[derive(Default)]
+struct Tally {
+    deliveries: u64,
+    bytes: u64,
+}
+
 /// Frames built once per worker and shared by all its clients.
 struct Prebuilt {
     ping: Bytes,
@@ -59,6 +86,8 @@ struct Worker {
     conns: RefCell<Vec<Rc<Conn>>>,
     frames: Prebuilt,
     next_ping: Cell<Instant>,
+    /// The send ring under `-io=uring`; `None` under epoll.
+    ring: RefCell<Option<uring::Ring>>,
     /// This worker's index in `ctx.stats.workers`.
     id: usize,
 }
@@ -142,6 +171,22 @@ async fn run(
     w.drain().await;
 }
 
+/// The worker's send ring, if `-io=uring` and the kernel lets us have one
+/// (the server has already checked once and logged a refusal).
+fn ring(id: usize, ctx: &Context) -> Option<uring::Ring> {
+    if ctx.cfg.io != Io::Uring {
+        return None;
+    }
+    uring::Ring::new()
+        .map_err(|e| {
+            warn!(
+                ctx.log,
+                "[io] worker {id}: io_uring setup failed ({e}); this worker writes with epoll"
+            )
+        })
+        .ok()
+}
+
 async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     if let Some(t) = t {
         tokio::time::sleep_until(t).await;
@@ -150,6 +195,7 @@ async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
 
 impl Worker {
     fn new(id: usize, ctx: Arc<Context>) -> Worker {
+        let ring = ring(id, &ctx);
         let next_ping = Instant::now() + ctx.cfg.ping_interval.unwrap_or_default();
         Worker {
             ctx,
@@ -160,6 +206,7 @@ impl Worker {
                 slow: frame::close(1008, "slow consumer: too many bytes waiting"),
             },
             next_ping: Cell::new(next_ping),
+            ring: RefCell::new(ring),
             id,
         }
     }
@@ -181,6 +228,10 @@ impl Worker {
     ///
     /// Frames are passed by reference: no reference count (an atomic shared
     /// with the other workers) is touched unless a frame must be queued.
+    ///
+    /// With a ring (`-io=uring`), the clients that take every channel and
+    /// have nothing queued are written in one batch of sends; everyone else
+    /// (and everyone under `-io=epoll`) gets a `writev` of their own.
     fn fan_out(&self, batch: &[Message]) {
         let n = batch.len();
         let mut all: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
@@ -191,7 +242,6 @@ impl Worker {
             slices[i] = IoSlice::new(&m.frame);
             total += m.frame.len();
         }
-        let (all, slices) = (&all[..n], &slices[..n]);
         // The same batch as the deflate clients get it, built only when
         // some message was compressed.
         let mut zall: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
@@ -206,43 +256,89 @@ impl Worker {
                 ztotal += f.len();
             }
         }
-        let (zall, zslices) = (&zall[..n], &zslices[..n]);
-        let (mut deliveries, mut bytes) = (0u64, 0u64);
-        for c in self.conns.borrow().iter() {
-            let zipped = compressed && c.deflate();
-            let (delivery, n, len) = match c.selection() {
-                None if zipped => (c.deliver(zall, zslices, ztotal), n, ztotal),
-                None => (c.deliver(all, slices, total), n, total),
-                Some(sel) => {
-                    let mut mine: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
-                    let mut mine_slices = [IoSlice::new(&[]); MAX_IOV];
-                    let (mut k, mut len) = (0, 0);
-                    for m in batch.iter().filter(|m| sel.wants(m.mask, &m.channel)) {
-                        let f = match (c.deflate(), &m.deflated) {
-                            (true, Some(z)) => z,
-                            _ => &m.frame,
-                        };
-                        mine[k] = f;
-                        mine_slices[k] = IoSlice::new(f);
-                        len += f.len();
-                        k += 1;
-                    }
-                    if k == 0 {
-                        continue;
-                    }
-                    (c.deliver(&mine[..k], &mine_slices[..k], len), k, len)
-                }
-            };
-            match delivery {
-                Delivery::Written | Delivery::Queued => {
-                    deliveries += n as u64;
-                    bytes += len as u64;
-                }
-                Delivery::SlowClosed => self.close_slow(c),
-                Delivery::Dropped => {}
+        let variants = [
+            Variant::new(&all[..n], &slices[..n], total),
+            Variant::new(&zall[..n], &zslices[..n], ztotal),
+        ];
+        let which = |c: &Conn| usize::from(compressed && c.deflate());
+        let mut tally = Tally::default();
+        let conns = self.conns.borrow();
+        let mut ring = self.ring.borrow_mut();
+        let batched =
+            |c: &Conn| ring.is_some() && c.selection().is_none() && c.ready_fd().is_some();
+        for c in conns.iter().filter(|c| !batched(c)) {
+            let v = &variants[which(c)];
+            match c.selection() {
+                None => self.record(
+                    c,
+                    c.deliver(v.frames, v.slices, v.total),
+                    n,
+                    v.total,
+                    &mut tally,
+                ),
+                Some(sel) => self.deliver_selected(c, sel, batch, &mut tally),
             }
         }
-        self.counters().add(deliveries, bytes);
+        if let Some(ring) = ring.as_mut() {
+            let messages = [
+                uring::Message::new(variants[0].slices),
+                uring::Message::new(variants[1].slices),
+            ];
+            let sends = conns.iter().enumerate().filter_map(|(token, c)| {
+                let fd = c.selection().is_none().then(|| c.ready_fd()).flatten()?;
+                Some(uring::Send {
+                    fd,
+                    message: which(c),
+                    token,
+                })
+            });
+            ring.send_all(&messages, sends, |token, result| {
+                let c = &conns[token];
+                let v = &variants[which(c)];
+                self.record(
+                    c,
+                    c.delivered(v.frames, result, v.total),
+                    n,
+                    v.total,
+                    &mut tally,
+                );
+            });
+        }
+        self.counters().add(tally.deliveries, tally.bytes);
+    }
+
+    /// Sends a client that chose channels the messages of `batch` it wants.
+    fn deliver_selected(&self, c: &Conn, sel: &Selection, batch: &[Message], tally: &mut Tally) {
+        let mut mine: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
+        let mut mine_slices = [IoSlice::new(&[]); MAX_IOV];
+        let (mut k, mut len) = (0, 0);
+        for m in batch.iter().filter(|m| sel.wants(m.mask, &m.channel)) {
+            let f = match (c.deflate(), &m.deflated) {
+                (true, Some(z)) => z,
+                _ => &m.frame,
+            };
+            mine[k] = f;
+            mine_slices[k] = IoSlice::new(f);
+            len += f.len();
+            k += 1;
+        }
+        if k > 0 {
+            let delivery = c.deliver(&mine[..k], &mine_slices[..k], len);
+            self.record(c, delivery, k, len, tally);
+        }
+    }
+
+    /// Counts a delivery of `n` messages (`len` bytes), or closes a client
+    /// it left too far behind.
+    fn record(&self, c: &Conn, delivery: Delivery, n: usize, len: usize, tally: &mut Tally) {
+        match delivery {
+            Delivery::Written | Delivery::Queued => {
+                tally.deliveries += n as u64;
+                tally.bytes += len as u64;
+            }
+            Delivery::SlowClosed => self.close_slow(c),
+            Delivery::Dropped => {}
+        }
     }
 
     /// `None` for a client that takes every channel (the common case, which

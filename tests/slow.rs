@@ -31,8 +31,19 @@ fn stalled_client(addr: &str) -> std::net::TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_client_is_closed_at_its_bound_and_others_get_everything() {
+    stalled_client_is_closed(&["-io=uring"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_with_epoll_writes() {
+    stalled_client_is_closed(&["-io=epoll"]).await;
+}
+
+async fn stalled_client_is_closed(io: &[&str]) {
     let redis = RedisServer::start();
-    let r = Relay::insecure(redis.port(), &["-ws-queue-bytes=256KiB"]);
+    let mut args = vec!["-ws-queue-bytes=256KiB"];
+    args.extend_from_slice(io);
+    let r = Relay::insecure(redis.port(), &args);
     r.wait_subscribed(1);
     let mut stalled = stalled_client(&r.addr());
     let mut readers = Vec::new();

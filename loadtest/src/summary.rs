@@ -81,12 +81,13 @@ pub fn summarize(text: &str) -> String {
                 servers[*n].len()
             ));
         }
-        let ratio = names.len() >= 2;
-        if ratio {
-            out.push_str(&format!(" {} / {} |", names[1], names[0]));
+        // Every other server against the first (the floor).
+        let ratios = names.len().saturating_sub(1);
+        for n in names.iter().skip(1) {
+            out.push_str(&format!(" {n} / {} |", names[0]));
         }
         out.push_str("\n|---|");
-        for _ in 0..names.len() + usize::from(ratio) {
+        for _ in 0..names.len() + ratios {
             out.push_str("---|");
         }
         out.push('\n');
@@ -120,8 +121,8 @@ pub fn summarize(text: &str) -> String {
                 ));
                 medians.push(m);
             }
-            if ratio {
-                let r = medians[1] / medians[0];
+            for m in medians.iter().skip(1) {
+                let r = m / medians[0];
                 if r.is_finite() {
                     out.push_str(&format!(" {r:.2}× |"));
                 } else {

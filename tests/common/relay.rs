@@ -323,10 +323,15 @@ impl RawWs {
     /// Like [`RawWs::open`] with extra header lines; also returns the
     /// response head.
     pub fn open_with(addr: &str, headers: &str, after: &[u8]) -> (RawWs, String) {
+        RawWs::open_at(addr, "/", headers, after)
+    }
+
+    /// Like [`RawWs::open_with`] on another path (e.g. `/?channel=a`).
+    pub fn open_at(addr: &str, path: &str, headers: &str, after: &[u8]) -> (RawWs, String) {
         let mut sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let mut req = upgrade_request("/", headers).into_bytes();
+        let mut req = upgrade_request(path, headers).into_bytes();
         req.extend_from_slice(after);
         sock.write_all(&req).unwrap();
         let mut ws = RawWs {
