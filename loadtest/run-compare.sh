@@ -10,7 +10,9 @@
 # Environment (all optional):
 #   REPEATS=3            runs of each server per scenario (at least 3 for a median)
 #   DURATION=20          seconds of publishing per fan-out run, of holding for idle
-#   SCENARIOS="fanout-1k fanout-10k idle-10k"   which scenarios to run
+#   SCENARIOS="fanout-1k fanout-10k idle-10k"   which scenarios to run; also
+#                        idle-19k, and idle-19k-pings (pubsocketd pinging
+#                        every 25 s; use DURATION=60 or more)
 #   KINDS="floor pubsocketd"   servers, interleaved in this order; the first
 #                        is the reference of the ratios. pubsocketd-epoll and
 #                        pubsocketd-uring are pubsocketd with -io set
@@ -83,12 +85,24 @@ scenario_args() {
         fanout-1k) echo "--mode fanout --clients 1000 --rate 500 --size 128 --duration $DURATION --settle 5" ;;
         fanout-10k) echo "--mode fanout --clients 10000 --rate 50 --size 128 --duration $DURATION --settle 5" ;;
         idle-10k) echo "--mode idle --clients 10000 --duration $DURATION" ;;
+        idle-19k) echo "--mode idle --clients 19000 --duration $DURATION" ;;
+        idle-19k-pings) echo "--mode idle --clients 19000 --duration $DURATION" ;;
         *) echo "run-compare: unknown scenario $1" >&2; exit 1 ;;
     esac
 }
 
-start_server() { # kind, port -> sets SERVER_PID
-    local kind=$1 port=$2 log=$3
+# scenario -> pubsocketd's ping interval: pings are off except where the
+# scenario measures them (the floor never pings).
+scenario_pings() {
+    case "$1" in
+        *-pings) echo 25s ;;
+        *) echo 0 ;;
+    esac
+}
+
+start_server() { # kind, port, log, scenario -> sets SERVER_PID
+    local kind=$1 port=$2 log=$3 pings
+    pings="$(scenario_pings "$4")"
     case "$kind" in
         floor)
             taskset -c "$SERVER_CORE" "$BIN/floor" --listen "127.0.0.1:$port" --redis "127.0.0.1:$RP" \
@@ -98,7 +112,7 @@ start_server() { # kind, port -> sets SERVER_PID
             local io=()
             [ "$kind" != pubsocketd ] && io=(-io "${kind#pubsocketd-}")
             taskset -c "$SERVER_CORE" "$BIN/pubsocketd" -ws-insecure -ws-host 127.0.0.1 -ws-port "$port" \
-                -rs-port "$RP" -workers 1 -ws-ping-interval 0 -log-level warn "${io[@]}" > "$log" 2>&1 &
+                -rs-port "$RP" -workers 1 -ws-ping-interval "$pings" -log-level warn "${io[@]}" > "$log" 2>&1 &
             ;;
         *) echo "run-compare: unknown server kind $kind" >&2; return 1 ;;
     esac
@@ -115,7 +129,7 @@ for scenario in $SCENARIOS; do
         for kind in $KINDS; do
             port="$(free_port)"
             tag="$scenario-$kind-$rep"
-            start_server "$kind" "$port" "$OUT_DIR/$tag.server.log" ||
+            start_server "$kind" "$port" "$OUT_DIR/$tag.server.log" "$scenario" ||
                 { echo "run-compare: $kind did not start, see $OUT_DIR/$tag.server.log" >&2; exit 1; }
             # The relay must be subscribed before publishing; the load
             # generator waits for it (PUBSUB NUMSUB) up to 5 s.

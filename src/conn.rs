@@ -19,16 +19,20 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
-use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Most frames handed to one vectored write.
 pub const MAX_IOV: usize = 64;
+/// How long a client gets to answer our close frame before the socket is
+/// dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +299,8 @@ impl Conn {
             self.state.set(State::Closing(Instant::now()));
         }
         wake(&self.writer);
+        // The task starts the grace period (see `run`).
+        wake(&self.watcher);
     }
 
     /// Ends the connection now; its task drops the socket.
@@ -378,6 +384,18 @@ impl Conn {
         park(&self.watcher, cx);
         Poll::Pending
     }
+
+    /// Ready with the time the closing handshake started, once it has.
+    fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<Instant> {
+        match self.state.get() {
+            State::Closing(since) => Poll::Ready(since),
+            State::Done => Poll::Ready(Instant::now()),
+            State::Open => {
+                park(&self.watcher, cx);
+                Poll::Pending
+            }
+        }
+    }
 }
 
 /// Stores the current task's waker in `slot`, reusing an equivalent one.
@@ -423,17 +441,42 @@ const READ_CHUNK: usize = 4096;
 pub struct TcpReader(pub Rc<TcpStream>);
 
 impl Fill for TcpReader {
+    /// A read shorter than the chunk has emptied the socket, so it also
+    /// clears tokio's readiness: the next call waits for the next epoll
+    /// event instead of spending a `recv` that would only say `EAGAIN`
+    /// (a pong costs one `recv`, not two). Data arriving in between is not
+    /// lost: tokio keeps readiness that changed during the read.
     fn poll_fill(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.0.poll_read_ready(cx))?;
-            let mut chunk = [0u8; READ_CHUNK];
-            match self.0.try_read(&mut chunk) {
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
+            // Uninitialised: the kernel writes it, and only what it wrote
+            // is read (no 4 KiB memset per read).
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut got = None;
+            let fd = self.0.as_raw_fd();
+            let r = self.0.try_io(Interest::READABLE, || {
+                // SAFETY: recv into a buffer we own, of its length.
+                let n = unsafe { libc::recv(fd, chunk.as_mut_ptr().cast(), READ_CHUNK, 0) };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                got = Some(n as usize);
+                if (n as usize) < READ_CHUNK {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match (got, r) {
+                (Some(n), _) => {
+                    // SAFETY: recv initialised the first n bytes.
+                    let read =
+                        unsafe { std::slice::from_raw_parts(chunk.as_ptr().cast::<u8>(), n) };
+                    buf.extend_from_slice(read);
                     return Poll::Ready(Ok(n));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (None, Err(e)) => return Poll::Ready(Err(e)),
+                (None, Ok(())) => unreachable!("a successful recv sets got"),
             }
         }
     }
@@ -500,6 +543,31 @@ pub async fn run<R: Fill, W: AsyncWrite + Unpin>(
     buf: BytesMut,
     max_message: usize,
 ) -> ReadEnd {
+    tokio::select! {
+        end = exchange(conn, reader, writer, buf, max_message) => end,
+        _ = grace(conn) => {
+            conn.abort();
+            ReadEnd::Error(io::ErrorKind::TimedOut)
+        }
+    }
+}
+
+/// Ends [`CLOSE_GRACE`] after the closing handshake started: a client that
+/// neither answers our close nor takes its bytes is dropped. Only closing
+/// connections hold this timer; an open one only parks a waker.
+async fn grace(conn: &Conn) {
+    let since = poll_fn(|cx| conn.poll_closing(cx)).await;
+    tokio::time::sleep_until((since + CLOSE_GRACE).into()).await;
+}
+
+/// Reads and writes until the connection ends.
+async fn exchange<R: Fill, W: AsyncWrite + Unpin>(
+    conn: &Conn,
+    reader: R,
+    writer: W,
+    buf: BytesMut,
+    max_message: usize,
+) -> ReadEnd {
     let read = read_loop(conn, reader, buf, max_message);
     let write = write_loop(conn, writer);
     tokio::pin!(read, write);
@@ -516,7 +584,7 @@ pub async fn run<R: Fill, W: AsyncWrite + Unpin>(
                 return ReadEnd::Error(io::ErrorKind::BrokenPipe);
             }
             // Our close is out: wait for the client's close or its EOF,
-            // until the worker's grace period aborts us.
+            // until the grace period ends (or the worker aborts us).
             tokio::select! {
                 end = &mut read => end,
                 _ = poll_fn(|cx| conn.poll_aborted(cx)) => ReadEnd::Error(io::ErrorKind::TimedOut),

@@ -32,6 +32,8 @@ pub struct ClientCfg {
     /// Request target: path and query.
     pub target: String,
     pub origin: Option<String>,
+    /// Offer permessage-deflate.
+    pub deflate: bool,
     /// Source addresses, used round-robin.
     pub sources: Vec<Ipv4Addr>,
     pub handshake_timeout: Duration,
@@ -107,7 +109,7 @@ async fn client(
     let src = cfg.sources[i % cfg.sources.len()];
     let upgraded = timeout(cfg.handshake_timeout, upgrade(&cfg, src, i)).await;
     drop(permit);
-    let (stream, pending) = match upgraded {
+    let (stream, pending, deflate) = match upgraded {
         Ok(Ok(ok)) => ok,
         Ok(Err(why)) => {
             sh.c.handshakes_failed.fetch_add(1, Relaxed);
@@ -124,15 +126,22 @@ async fn client(
         .saturating_record(start.elapsed().as_micros() as u64);
     sh.c.handshakes_ok.fetch_add(1, Relaxed);
     sh.c.connected.fetch_add(1, Relaxed);
-    let end = read_loop(&stream, pending, &sh, &scratch, i).await;
+    if deflate {
+        sh.c.deflate_agreed.fetch_add(1, Relaxed);
+    }
+    let end = read_loop(&stream, pending, deflate, &sh, &scratch, i).await;
     sh.c.connected.fetch_sub(1, Relaxed);
     sh.c.disconnected.fetch_add(1, Relaxed);
     Shared::count(&sh.ends, end);
 }
 
-/// Connects from `src` and upgrades; returns the stream and the bytes
-/// that followed the 101 response.
-async fn upgrade(cfg: &ClientCfg, src: Ipv4Addr, i: usize) -> Result<(TcpStream, Vec<u8>), String> {
+/// Connects from `src` and upgrades; returns the stream, the bytes that
+/// followed the 101 response, and whether permessage-deflate was agreed.
+async fn upgrade(
+    cfg: &ClientCfg,
+    src: Ipv4Addr,
+    i: usize,
+) -> Result<(TcpStream, Vec<u8>, bool), String> {
     let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     bind_address_no_port(&sock);
     sock.bind(SocketAddr::new(src.into(), 0))
@@ -143,7 +152,13 @@ async fn upgrade(cfg: &ClientCfg, src: Ipv4Addr, i: usize) -> Result<(TcpStream,
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
     let key = wsframe::key(i as u64 ^ 0x5eed_0000_0000);
-    let req = wsframe::request(&cfg.host, &cfg.target, cfg.origin.as_deref(), &key);
+    let req = wsframe::request(
+        &cfg.host,
+        &cfg.target,
+        cfg.origin.as_deref(),
+        &key,
+        cfg.deflate,
+    );
     stream
         .write_all(&req)
         .await
@@ -158,7 +173,10 @@ async fn upgrade(cfg: &ClientCfg, src: Ipv4Addr, i: usize) -> Result<(TcpStream,
             return Err("closed before a complete response".into());
         }
         match wsframe::check_response(&buf, &key) {
-            Ok(Some(head)) => return Ok((stream, buf[head..].to_vec())),
+            Ok(Some(head)) => {
+                let agreed = cfg.deflate && wsframe::deflate_agreed(&buf[..head]);
+                return Ok((stream, buf[head..].to_vec(), agreed));
+            }
             Ok(None) if buf.len() >= MAX_RESPONSE => return Err("response head too large".into()),
             Ok(None) => {}
             Err(r) => return Err(r.to_string()),
@@ -225,11 +243,12 @@ fn read_some(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
 async fn read_loop(
     stream: &TcpStream,
     mut pending: Vec<u8>,
+    deflate: bool,
     sh: &Shared,
     scratch: &RefCell<Scratch>,
     i: usize,
 ) -> String {
-    let mut st = ConnState::default();
+    let mut st = ConnState::new(deflate);
     let mut mask = (i as u32).wrapping_mul(2_654_435_761) | 1;
     // Frames that came with the 101 are handled before the first read.
     let mut read_first = pending.is_empty();

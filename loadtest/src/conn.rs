@@ -4,6 +4,7 @@
 
 use crate::payload;
 use crate::wsframe::{self, FrameError, Parsed};
+use flate2::{Decompress, FlushDecompress, Status};
 
 /// Largest message a client accepts.
 pub const MAX_MESSAGE: usize = 64 << 20;
@@ -13,8 +14,78 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 pub struct ConnState {
     /// Highest sequence number seen (0: none yet).
     pub last_seq: u64,
-    /// A fragmented message being put together: its opcode and bytes.
-    frag: Option<(u8, Vec<u8>)>,
+    /// permessage-deflate was agreed: RSV1 messages are inflated.
+    pub deflate: bool,
+    /// A fragmented message being put together: its opcode, bytes, and
+    /// whether it is compressed.
+    frag: Option<(u8, Vec<u8>, bool)>,
+}
+
+impl ConnState {
+    pub fn new(deflate: bool) -> ConnState {
+        ConnState {
+            deflate,
+            ..ConnState::default()
+        }
+    }
+}
+
+/// Inflates compressed messages; one per thread, reused. Each message is
+/// inflated with a fresh window (`server_no_context_takeover`).
+pub struct Inflater {
+    z: Decompress,
+    /// The last message inflated.
+    out: Vec<u8>,
+    /// Its input with the `00 00 ff ff` tail RFC 7692 strips.
+    input: Vec<u8>,
+}
+
+impl Default for Inflater {
+    fn default() -> Inflater {
+        Inflater {
+            z: Decompress::new(false),
+            out: Vec::new(),
+            input: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inflater")
+    }
+}
+
+impl Inflater {
+    /// Inflates `compressed` into `self.out`; false if it is not valid
+    /// deflate data or inflates past [`MAX_MESSAGE`].
+    fn inflate(&mut self, compressed: &[u8]) -> bool {
+        self.z.reset(false);
+        self.input.clear();
+        self.input.extend_from_slice(compressed);
+        self.input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        self.out.clear();
+        let mut at = 0;
+        loop {
+            if self.out.capacity() - self.out.len() < 4096 {
+                self.out.reserve(self.out.len().max(4096));
+            }
+            let before = self.z.total_in();
+            let status =
+                self.z
+                    .decompress_vec(&self.input[at..], &mut self.out, FlushDecompress::Sync);
+            let Ok(status) = status else {
+                return false;
+            };
+            at += (self.z.total_in() - before) as usize;
+            if self.out.len() > MAX_MESSAGE {
+                return false;
+            }
+            if at == self.input.len() || status == Status::StreamEnd {
+                return true;
+            }
+        }
+    }
 }
 
 /// What one read's frames amounted to; reused across reads (cleared by
@@ -34,6 +105,9 @@ pub struct Sink {
     pub bytes: u64,
     /// Masked control frames to send back (pongs, the close echo).
     pub reply: Vec<u8>,
+    /// Compressed messages read.
+    pub inflated: u64,
+    pub inflater: Inflater,
 }
 
 impl Sink {
@@ -44,6 +118,7 @@ impl Sink {
         self.foreign = 0;
         self.pings = 0;
         self.bytes = 0;
+        self.inflated = 0;
         self.reply.clear();
     }
 }
@@ -56,6 +131,8 @@ pub enum End {
     Protocol(FrameError),
     /// A text frame that is not UTF-8.
     BadUtf8,
+    /// A compressed message that does not inflate.
+    BadDeflate,
 }
 
 impl std::fmt::Display for End {
@@ -65,6 +142,7 @@ impl std::fmt::Display for End {
             End::Closed(None) => write!(f, "close (no code)"),
             End::Protocol(e) => write!(f, "protocol error: {e}"),
             End::BadUtf8 => write!(f, "protocol error: text frame not UTF-8"),
+            End::BadDeflate => write!(f, "protocol error: message does not inflate"),
         }
     }
 }
@@ -91,7 +169,7 @@ pub fn process(
 ) -> Processed {
     let mut at = 0;
     loop {
-        let f = match wsframe::parse(&buf[at..], MAX_MESSAGE) {
+        let f = match wsframe::parse(&buf[at..], MAX_MESSAGE, st.deflate) {
             Ok(Parsed::Frame(f)) => f,
             Ok(Parsed::Incomplete(need)) => {
                 return Processed {
@@ -112,12 +190,14 @@ pub fn process(
         at += f.len;
         sink.bytes += f.len as u64;
         let message = match (f.opcode, f.fin, st.frag.as_mut()) {
-            (wsframe::OP_TEXT | wsframe::OP_BINARY, true, None) => Some((f.opcode, payload)),
+            (wsframe::OP_TEXT | wsframe::OP_BINARY, true, None) => {
+                Some((f.opcode, payload, f.compressed))
+            }
             (wsframe::OP_TEXT | wsframe::OP_BINARY, false, None) => {
-                st.frag = Some((f.opcode, payload.to_vec()));
+                st.frag = Some((f.opcode, payload.to_vec(), f.compressed));
                 None
             }
-            (wsframe::OP_CONTINUATION, _, Some((_, bytes))) => {
+            (wsframe::OP_CONTINUATION, _, Some((_, bytes, _))) => {
                 bytes.extend_from_slice(payload);
                 if bytes.len() > MAX_MESSAGE {
                     let n = bytes.len() as u64;
@@ -143,19 +223,46 @@ pub fn process(
             _ => return ended(at, End::Protocol(FrameError::BadOpcode(f.opcode))),
         };
         let done;
-        let (opcode, bytes): (u8, &[u8]) = match message {
+        let (opcode, bytes, compressed): (u8, &[u8], bool) = match message {
             Some(m) => m,
             None if f.opcode == wsframe::OP_CONTINUATION && f.fin => {
                 done = st.frag.take().expect("fragment in progress");
-                (done.0, &done.1[..])
+                (done.0, &done.1[..], done.2)
             }
             None => continue,
         };
-        if opcode == wsframe::OP_TEXT && std::str::from_utf8(bytes).is_err() {
-            return ended(at, End::BadUtf8);
+        let end = if compressed {
+            sink.inflated += 1;
+            if !sink.inflater.inflate(bytes) {
+                return ended(at, End::BadDeflate);
+            }
+            let inflated = std::mem::take(&mut sink.inflater.out);
+            let end = complete(opcode, &inflated, now_ns, run, st, sink);
+            sink.inflater.out = inflated;
+            end
+        } else {
+            complete(opcode, bytes, now_ns, run, st, sink)
+        };
+        if let Some(end) = end {
+            return ended(at, end);
         }
-        message_in(bytes, now_ns, run, st, sink);
     }
+}
+
+/// A whole (inflated) message: checked, then counted.
+fn complete(
+    opcode: u8,
+    bytes: &[u8],
+    now_ns: u64,
+    run: u64,
+    st: &mut ConnState,
+    sink: &mut Sink,
+) -> Option<End> {
+    if opcode == wsframe::OP_TEXT && std::str::from_utf8(bytes).is_err() {
+        return Some(End::BadUtf8);
+    }
+    message_in(bytes, now_ns, run, st, sink);
+    None
 }
 
 fn ended(consumed: usize, end: End) -> Processed {
@@ -280,6 +387,47 @@ mod tests {
         assert_eq!(p.end, Some(End::Closed(Some(1001))));
         assert_eq!(sink.latencies.len(), 1);
         assert_eq!(&sink.reply[..2], b"\x88\x82");
+    }
+
+    /// A compressed frame as the relay sends it (raw deflate, sync flush,
+    /// the 00 00 ff ff tail stripped), compressed here with flate2.
+    fn compressed(payload: &[u8]) -> Vec<u8> {
+        let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut z = Vec::with_capacity(payload.len() + 64);
+        c.compress_vec(payload, &mut z, flate2::FlushCompress::Sync)
+            .unwrap();
+        z.truncate(z.len() - 4);
+        frame::encode_deflated(frame::OP_TEXT, &z).to_vec()
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_where_agreed() {
+        let mut p = Vec::new();
+        let stamp = Stamp {
+            seq: 1,
+            t_ns: 1_000_000_000,
+            run: 9,
+            step: 0,
+        };
+        payload::encode(&stamp, 2000, &mut p);
+        let mut stream = compressed(&p);
+        assert!(stream.len() < 200, "{} bytes", stream.len());
+        stream.extend(msg(2, 9));
+        let mut st = ConnState::new(true);
+        let mut sink = Sink::default();
+        let r = run_all(&stream, &mut st, &mut sink);
+        assert_eq!(r.end, None);
+        assert_eq!(
+            (sink.latencies.len(), sink.inflated, st.last_seq),
+            (2, 1, 2)
+        );
+        // Without the extension, RSV1 is a protocol error...
+        let r = run_all(&stream, &mut ConnState::default(), &mut sink);
+        assert_eq!(r.end, Some(End::Protocol(FrameError::Reserved)));
+        // ...and with it, bytes that do not inflate end the connection.
+        let junk = frame::encode_deflated(frame::OP_TEXT, b"\xff\xff\xff\xff");
+        let r = run_all(&junk, &mut st, &mut sink);
+        assert_eq!(r.end, Some(End::BadDeflate));
     }
 
     #[test]

@@ -44,6 +44,10 @@ struct Args {
     /// value of the Origin header to send (default none)
     #[argh(option)]
     origin: Option<String>,
+    /// offer permessage-deflate (each message compressed on its own);
+    /// compressed messages are inflated, then checked like the others
+    #[argh(switch)]
+    deflate: bool,
     /// number of WebSocket clients to open (default 1000)
     #[argh(option, default = "1000")]
     clients: usize,
@@ -193,6 +197,7 @@ fn run(a: Args) -> Result<i32, String> {
         host,
         target,
         origin: a.origin.clone(),
+        deflate: a.deflate,
         sources,
         handshake_timeout: Duration::from_secs_f64(a.handshake_timeout),
     });
@@ -590,6 +595,12 @@ struct Report {
     ends: BTreeMap<String, u64>,
     foreign: u64,
     pings: u64,
+    /// Connections whose server agreed to permessage-deflate.
+    deflate_agreed: u64,
+    /// Messages that came compressed.
+    inflated: u64,
+    /// Bytes of frames read, all clients.
+    wire_bytes: u64,
     subscribers: Option<u64>,
     to_nobody: u64,
     redis_errors: u64,
@@ -645,6 +656,12 @@ impl Report {
             "redis_errors": self.redis_errors,
             "foreign_messages": self.foreign,
             "pings": self.pings,
+            "deflate": {
+                "offered": a.deflate,
+                "agreed": self.deflate_agreed,
+                "compressed_messages": self.inflated,
+            },
+            "wire_bytes": self.wire_bytes,
             "connection_ends": self.ends,
             "loadgen_bottleneck": self.bottleneck,
             "interrupted": self.interrupted,
@@ -937,6 +954,9 @@ async fn coordinate(
         ends,
         foreign: c.foreign.load(Relaxed),
         pings: c.pings.load(Relaxed),
+        deflate_agreed: c.deflate_agreed.load(Relaxed),
+        inflated: c.inflated.load(Relaxed),
+        wire_bytes: c.bytes.load(Relaxed),
         subscribers,
         to_nobody,
         redis_errors,
@@ -1064,6 +1084,15 @@ fn print_table(a: &Args, mode: Mode, r: &Report) {
     if !r.ends.is_empty() {
         let ends: Vec<String> = r.ends.iter().map(|(k, v)| format!("{v} × {k}")).collect();
         println!("  ended early  {}", ends.join(", "));
+    }
+    if a.deflate {
+        println!(
+            "  deflate      agreed on {} of {} connections; {} messages came compressed; {:.1} MiB of frames read",
+            r.deflate_agreed,
+            c.ok,
+            r.inflated,
+            r.wire_bytes as f64 / (1 << 20) as f64
+        );
     }
     if r.foreign > 0 || r.pings > 0 {
         println!(

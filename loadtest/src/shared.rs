@@ -37,6 +37,10 @@ pub struct Counters {
     pub foreign: AtomicU64,
     pub pings: AtomicU64,
     pub bytes: AtomicU64,
+    /// Connections that agreed to permessage-deflate.
+    pub deflate_agreed: AtomicU64,
+    /// Compressed messages inflated.
+    pub inflated: AtomicU64,
 }
 
 pub struct Shared {
@@ -117,6 +121,7 @@ impl Shared {
             (&c.foreign, sink.foreign),
             (&c.pings, sink.pings),
             (&c.bytes, sink.bytes),
+            (&c.inflated, sink.inflated),
         ] {
             if n > 0 {
                 counter.fetch_add(n, Relaxed);

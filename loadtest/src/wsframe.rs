@@ -11,6 +11,8 @@ pub use pubsocketd::ws::frame::{OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, O
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate).
+    pub compressed: bool,
     pub opcode: u8,
     /// Where the payload is in the buffer given to [`parse`].
     pub payload: Range<usize>,
@@ -55,12 +57,13 @@ pub enum Parsed {
 }
 
 /// Parses the frame at the front of `buf`; frames over `max` bytes of
-/// payload are an error.
-pub fn parse(buf: &[u8], max: usize) -> Result<Parsed, FrameError> {
+/// payload are an error, and so is RSV1 unless `deflate` was negotiated.
+pub fn parse(buf: &[u8], max: usize, deflate: bool) -> Result<Parsed, FrameError> {
     let [b0, b1, ..] = *buf else {
         return Ok(Parsed::Incomplete(None));
     };
-    if b0 & 0x70 != 0 {
+    let allowed = if deflate { 0x40 } else { 0 };
+    if b0 & 0x70 & !allowed != 0 {
         return Err(FrameError::Reserved);
     }
     if b1 & 0x80 != 0 {
@@ -76,6 +79,10 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Parsed, FrameError> {
             }
         }
         op => return Err(FrameError::BadOpcode(op)),
+    }
+    // RSV1 marks the first frame of a compressed message, nothing else.
+    if b0 & 0x40 != 0 && !matches!(opcode, OP_TEXT | OP_BINARY) {
+        return Err(FrameError::Reserved);
     }
     let (head, len) = match b1 & 0x7F {
         126 => match buf.get(2..4) {
@@ -97,6 +104,7 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Parsed, FrameError> {
     }
     Ok(Parsed::Frame(Frame {
         fin,
+        compressed: b0 & 0x40 != 0,
         opcode,
         payload: head..total,
         len: total,
@@ -114,10 +122,17 @@ pub fn encode_masked(opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8
 }
 
 /// The upgrade request for `path` on `host`, with an Origin when given.
-pub fn request(host: &str, path: &str, origin: Option<&str>, key: &str) -> Vec<u8> {
+pub fn request(host: &str, path: &str, origin: Option<&str>, key: &str, deflate: bool) -> Vec<u8> {
     let mut r = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
     );
+    if deflate {
+        // Every message on its own, as browsers can be asked to: the
+        // client inflates each one with a fresh window.
+        r.push_str(
+            "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; server_no_context_takeover\r\n",
+        );
+    }
     if let Some(o) = origin {
         r.push_str("Origin: ");
         r.push_str(o);
@@ -125,6 +140,21 @@ pub fn request(host: &str, path: &str, origin: Option<&str>, key: &str) -> Vec<u
     }
     r.push_str("\r\n");
     r.into_bytes()
+}
+
+/// Whether a 101 response head agrees to permessage-deflate.
+pub fn deflate_agreed(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    if resp.parse(head).is_err() {
+        return false;
+    }
+    resp.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("sec-websocket-extensions")
+            && h.value
+                .trim_ascii_start()
+                .starts_with(b"permessage-deflate")
+    })
 }
 
 /// A key: 16 bytes (from `seed`) in base64.
@@ -199,7 +229,7 @@ mod tests {
     fn frames_of(buf: &[u8]) -> Vec<(u8, Vec<u8>)> {
         let mut out = Vec::new();
         let mut at = 0;
-        while let Parsed::Frame(f) = parse(&buf[at..], 1 << 20).unwrap() {
+        while let Parsed::Frame(f) = parse(&buf[at..], 1 << 20, false).unwrap() {
             out.push((f.opcode, buf[at..][f.payload.clone()].to_vec()));
             at += f.len;
         }
@@ -231,7 +261,7 @@ mod tests {
     fn every_prefix_is_incomplete_and_says_its_size_once_known() {
         let f = frame::message(&[b'z'; 300]);
         for cut in 0..f.len() {
-            match parse(&f[..cut], 1 << 20).unwrap() {
+            match parse(&f[..cut], 1 << 20, false).unwrap() {
                 Parsed::Incomplete(None) => assert!(cut < 4, "cut {cut}"),
                 Parsed::Incomplete(Some(n)) => assert_eq!(n, f.len()),
                 Parsed::Frame(_) => panic!("complete at {cut}"),
@@ -241,13 +271,23 @@ mod tests {
 
     #[test]
     fn broken_frames_are_errors() {
-        assert_eq!(parse(b"\x81\x82abcd", 100), Err(FrameError::Masked));
-        assert_eq!(parse(b"\xC1\x00", 100), Err(FrameError::Reserved));
-        assert_eq!(parse(b"\x83\x00", 100), Err(FrameError::BadOpcode(3)));
-        assert_eq!(parse(b"\x09\x00", 100), Err(FrameError::BadControl));
-        assert_eq!(parse(b"\x89\x7e\x00\x80", 100), Err(FrameError::BadControl));
+        assert_eq!(parse(b"\x81\x82abcd", 100, false), Err(FrameError::Masked));
+        assert_eq!(parse(b"\xC1\x00", 100, false), Err(FrameError::Reserved));
+        assert!(matches!(parse(b"\xC1\x00", 100, true), Ok(Parsed::Frame(f)) if f.compressed));
+        assert_eq!(parse(b"\xE1\x00", 100, true), Err(FrameError::Reserved));
+        assert_eq!(parse(b"\xC9\x00", 100, true), Err(FrameError::Reserved));
+        assert_eq!(parse(b"\xC0\x00", 100, true), Err(FrameError::Reserved));
         assert_eq!(
-            parse(b"\x82\x7f\x00\x00\x00\x01\x00\x00\x00\x00", 100),
+            parse(b"\x83\x00", 100, false),
+            Err(FrameError::BadOpcode(3))
+        );
+        assert_eq!(parse(b"\x09\x00", 100, false), Err(FrameError::BadControl));
+        assert_eq!(
+            parse(b"\x89\x7e\x00\x80", 100, false),
+            Err(FrameError::BadControl)
+        );
+        assert_eq!(
+            parse(b"\x82\x7f\x00\x00\x00\x01\x00\x00\x00\x00", 100, false),
             Err(FrameError::TooLarge(1 << 32))
         );
     }
@@ -276,7 +316,7 @@ mod tests {
     fn handshake_answers_are_checked() {
         let k = key(7);
         assert_eq!(k.len(), 24);
-        let req = request("127.0.0.1:8080", "/", Some("http://x"), &k);
+        let req = request("127.0.0.1:8080", "/", Some("http://x"), &k, false);
         let mut ok = pubsocketd::ws::handshake::switching_protocols(
             &pubsocketd::ws::handshake::accept_key(k.as_bytes()),
             None,
