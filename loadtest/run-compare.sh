@@ -11,8 +11,10 @@
 #   REPEATS=3            runs of each server per scenario (at least 3 for a median)
 #   DURATION=20          seconds of publishing per fan-out run, of holding for idle
 #   SCENARIOS="fanout-1k fanout-10k idle-10k"   which scenarios to run; also
-#                        idle-19k, and idle-19k-pings (pubsocketd pinging
-#                        every 25 s; use DURATION=60 or more)
+#                        idle-19k, idle-19k-pings (pubsocketd pinging
+#                        every 25 s; use DURATION=60 or more), and
+#                        fanout-1k-words[-deflate] (1 KiB of words and
+#                        numbers at 50 msg/s, clients offering deflate)
 #   KINDS="floor pubsocketd"   servers, interleaved in this order; the first
 #                        is the reference of the ratios. pubsocketd-epoll and
 #                        pubsocketd-uring are pubsocketd with -io set
@@ -85,6 +87,8 @@ scenario_args() {
         fanout-1k) echo "--mode fanout --clients 1000 --rate 500 --size 128 --duration $DURATION --settle 5" ;;
         fanout-10k) echo "--mode fanout --clients 10000 --rate 50 --size 128 --duration $DURATION --settle 5" ;;
         idle-10k) echo "--mode idle --clients 10000 --duration $DURATION" ;;
+        fanout-1k-words) echo "--mode fanout --clients 1000 --rate 50 --size 1024 --pad words --duration $DURATION --settle 5" ;;
+        fanout-1k-words-deflate) echo "--mode fanout --clients 1000 --rate 50 --size 1024 --pad words --deflate --duration $DURATION --settle 5" ;;
         idle-19k) echo "--mode idle --clients 19000 --duration $DURATION" ;;
         idle-19k-pings) echo "--mode idle --clients 19000 --duration $DURATION" ;;
         *) echo "run-compare: unknown scenario $1" >&2; exit 1 ;;

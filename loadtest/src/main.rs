@@ -48,6 +48,11 @@ struct Args {
     /// compressed messages are inflated, then checked like the others
     #[argh(switch)]
     deflate: bool,
+    /// what pads payloads to --size: x (compresses to almost nothing) or
+    /// words (words and numbers, compressing about as a JSON feed does)
+    /// (default x)
+    #[argh(option, default = "String::from(\"x\")")]
+    pad: String,
     /// number of WebSocket clients to open (default 1000)
     #[argh(option, default = "1000")]
     clients: usize,
@@ -201,6 +206,9 @@ fn run(a: Args) -> Result<i32, String> {
         sources,
         handshake_timeout: Duration::from_secs_f64(a.handshake_timeout),
     });
+    if !matches!(a.pad.as_str(), "x" | "words") {
+        return Err(format!("unknown --pad {:?} (x or words)", a.pad));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -795,6 +803,7 @@ async fn coordinate(
         let (mut publisher, subs) = Publisher::connect(redis, &a.channel, Duration::from_secs(5))
             .await
             .map_err(|e| format!("Redis at {redis}: {e}"))?;
+        publisher.words = a.pad == "words";
         subscribers = Some(subs);
         if subs == 0 {
             warnings.push(format!(

@@ -49,6 +49,8 @@ pub struct Publisher {
     seq: u64,
     buf: Vec<u8>,
     payload: Vec<u8>,
+    /// Pad with words rather than `x`s (see [`payload::wordify`]).
+    pub words: bool,
 }
 
 /// A RESP command array.
@@ -118,6 +120,7 @@ impl Publisher {
                 seq: 0,
                 buf: Vec::new(),
                 payload: Vec::new(),
+                words: false,
             },
             subscribers,
         ))
@@ -157,6 +160,9 @@ impl Publisher {
                 };
                 self.payload.clear();
                 payload::encode(&stamp, size, &mut self.payload);
+                if self.words {
+                    payload::wordify(&mut self.payload, self.seq);
+                }
                 command(
                     &mut self.buf,
                     &[b"PUBLISH", self.channel.as_bytes(), &self.payload],

@@ -25,6 +25,11 @@ const FIGURES: &[(&str, &str)] = &[
         "/connect/server_rss_per_conn_bytes",
     ),
     ("connect rate /s", "/connect/rate_per_sec"),
+    ("frame bytes read, all clients", "/wire_bytes"),
+    (
+        "messages that came compressed",
+        "/deflate/compressed_messages",
+    ),
     (
         "load generator busiest thread CPU %",
         "/steps/0/loadgen_max_thread_cpu_pct",
