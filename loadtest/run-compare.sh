@@ -13,6 +13,9 @@
 #   SCENARIOS="fanout-1k fanout-10k idle-10k"   which scenarios to run; also
 #                        idle-19k, idle-19k-pings (pubsocketd pinging
 #                        every 25 s; use DURATION=60 or more), and
+#                        reach-10k (2 msg/s to 10,000 clients: the p99 is the
+#                        time one message takes to reach them all),
+#                        hold-19k-pings (19,000 clients × 10 msg/s for 60 s),
 #                        fanout-1k-words[-deflate] (1 KiB of words and
 #                        numbers at 50 msg/s, clients offering deflate)
 #   KINDS="floor pubsocketd"   servers, interleaved in this order; the first
@@ -89,6 +92,8 @@ scenario_args() {
         idle-10k) echo "--mode idle --clients 10000 --duration $DURATION" ;;
         fanout-1k-words) echo "--mode fanout --clients 1000 --rate 50 --size 1024 --pad words --duration $DURATION --settle 5" ;;
         fanout-1k-words-deflate) echo "--mode fanout --clients 1000 --rate 50 --size 1024 --pad words --deflate --duration $DURATION --settle 5" ;;
+        reach-10k) echo "--mode fanout --clients 10000 --rate 2 --duration $DURATION --settle 5" ;;
+        hold-19k-pings) echo "--mode fanout --clients 19000 --rate 10 --duration 60 --settle 5" ;;
         idle-19k) echo "--mode idle --clients 19000 --duration $DURATION" ;;
         idle-19k-pings) echo "--mode idle --clients 19000 --duration $DURATION" ;;
         *) echo "run-compare: unknown scenario $1" >&2; exit 1 ;;
