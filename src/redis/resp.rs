@@ -23,6 +23,10 @@ const HEADS: [(&[u8], bool); 3] = [
 ];
 /// A bulk length longer than this many digits is malformed.
 const MAX_LEN_DIGITS: usize = 12;
+/// Largest reply other than a message push (subscribe confirmations, PONG,
+/// errors are tens of bytes): past it the connection is dropped rather
+/// than the reply buffered whole.
+pub const MAX_REPLY: usize = 1 << 20;
 
 /// One item read off the subscriber connection.
 #[derive(Debug, PartialEq)]
@@ -110,6 +114,9 @@ impl PushReader {
             Scan::Incomplete(_) => Ok(None),
             Scan::NotMessage => match decode_bytes_mut(buf) {
                 Ok(Some((frame, _, _))) => Ok(Some(Item::Reply(frame))),
+                Ok(None) if buf.len() > MAX_REPLY => Err(RespError(format!(
+                    "a reply from Redis that is not a message is over {MAX_REPLY} bytes"
+                ))),
                 Ok(None) => Ok(None),
                 Err(e) => Err(RespError(format!("malformed reply from Redis: {e:?}"))),
             },
@@ -293,6 +300,17 @@ mod tests {
         let s = push("ch", &[0; 1000]);
         let r = PushReader::new(10_000);
         assert_eq!(r.wanted(&s[..40]), Some(s.len()));
+    }
+
+    #[test]
+    fn a_huge_reply_that_is_not_a_message_is_an_error() {
+        let mut r = PushReader::new(100);
+        let mut buf = BytesMut::from(&b"$5000000\r\n"[..]);
+        buf.resize(MAX_REPLY, b'x');
+        assert_eq!(r.next(&mut buf), Ok(None), "still within the cap");
+        buf.resize(MAX_REPLY + 1, b'x');
+        let e = r.next(&mut buf).unwrap_err();
+        assert!(e.0.contains("not a message"), "{e:?}");
     }
 
     #[test]
