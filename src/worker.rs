@@ -18,10 +18,11 @@ use crate::ws::deflate;
 use crate::ws::frame;
 use crate::ws::handshake::{self, Refusal};
 use bytes::{Bytes, BytesMut};
-use slog::{debug, info, warn, Logger};
+use slog::{debug, error, info, warn, Logger};
 use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,7 +119,20 @@ pub fn spawn(
             if let Some(task) = beside {
                 rt.spawn(task);
             }
-            local.block_on(&rt, run(id, listener, frames, shutdown, ctx));
+            let log = ctx.log.clone();
+            let worker = run(id, listener, frames, shutdown, ctx);
+            let ended = std::panic::catch_unwind(AssertUnwindSafe(|| local.block_on(&rt, worker)));
+            if ended.is_err() {
+                // A panic in a connection's task ends only that task; one in
+                // the worker's own loop (a bug) would leave its clients and
+                // its share of new connections unserved while the process
+                // looks alive. Exit instead, for the supervisor to restart.
+                error!(
+                    log,
+                    "[worker] worker {id} failed (see the panic above); exiting"
+                );
+                std::process::exit(70);
+            }
         })
 }
 
