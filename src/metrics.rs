@@ -17,6 +17,9 @@ pub struct Info {
     pub keys: Vec<String>,
     pub max_connections: usize,
     pub workers: usize,
+    /// The write backend the workers started with (`-io`, after any
+    /// fallback to epoll).
+    pub io: &'static str,
 }
 
 /// Serves the three endpoints until the task is dropped.
@@ -121,8 +124,15 @@ pub fn render(stats: &Stats, info: &Info) -> String {
     metric(
         "pubsocketd_build_info",
         "gauge",
-        "Version of the running relay.",
-        &[(format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1)],
+        "Version of the running relay, and its write backend (-io).",
+        &[(
+            format!(
+                "{{version=\"{}\",io=\"{}\"}}",
+                env!("CARGO_PKG_VERSION"),
+                info.io
+            ),
+            1,
+        )],
     );
     metric(
         "pubsocketd_workers",
@@ -256,6 +266,7 @@ mod tests {
             keys: vec!["a\"b".into()],
             max_connections: 10,
             workers: 2,
+            io: "epoll",
         };
         let text = render(&stats, &info);
         assert!(text.contains("pubsocketd_deliveries_total 3\n"));

@@ -162,6 +162,7 @@ fn start(mut cfg: Config) -> Result<i32, String> {
         keys: cfg.channels.keys().iter().map(|k| k.name.clone()).collect(),
         max_connections: cfg.max_connections,
         workers: cfg.workers,
+        io: cfg.io.name(),
     });
     Ok(rt.block_on(async move {
         if let Some(l) = broker_listener {

@@ -173,6 +173,10 @@ fn refused_io_uring_falls_back_to_epoll_with_a_log_line() {
         .expect("fallback logged");
     assert!(line.contains("falling back to epoll"), "{line}");
     assert!(line.contains("Operation not permitted"), "{line}");
+    assert!(r
+        .stdout
+        .wait_for("[init] io: uring", Duration::ZERO)
+        .is_none());
     r.wait_subscribed(1);
     let mut ws = RawWs::open(&r.addr(), b"");
     r.stdout.wait_for("[connect] OK", T).unwrap();

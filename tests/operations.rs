@@ -64,6 +64,7 @@ async fn metrics_follow_clients_and_messages() {
     assert!(before.contains("Content-Type: text/plain; version=0.0.4"));
     assert_eq!(sample(&before, "pubsocketd_connections_open"), 0);
     assert!(before.contains("pubsocketd_build_info{version=\""));
+    assert!(before.contains(",io=\"uring\"} 1"), "{before}");
     assert_eq!(sample(&before, "pubsocketd_redis_connected"), 1);
 
     let mut a = relay::connect(&r.url("/"), Some("http://ok.example"))
