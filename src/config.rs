@@ -271,7 +271,8 @@ pub struct Config {
     pub max_connections: usize,
     pub metrics_addr: Option<SocketAddr>,
     pub workers: usize,
-    /// The backend asked for; a worker may still fall back to epoll.
+    /// The backend asked for; once the server has started, the one chosen
+    /// (epoll where io_uring is refused).
     pub io: Io,
     pub shutdown_timeout: Duration,
 }

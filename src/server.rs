@@ -266,8 +266,6 @@ fn io_text(e: &std::io::Error) -> String {
     }
 }
 
-/// The `[init]` lines, in the original's words, plus the client cap and
-/// the effective configuration.
 /// Checks that io_uring is allowed here before the workers count on it;
 /// where it is not (seccomp, `kernel.io_uring_disabled`, an old kernel),
 /// the relay says why and writes with epoll.
@@ -296,6 +294,8 @@ fn choose_io(log: &Logger, asked: Io) -> Io {
     }
 }
 
+/// The `[init]` lines, in the original's words, plus the client cap and
+/// the effective configuration.
 fn log_init(
     log: &Logger,
     cfg: &Config,

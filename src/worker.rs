@@ -200,6 +200,12 @@ fn ring(id: usize, ctx: &Context) -> Option<uring::Ring> {
         .ok()
 }
 
+/// The socket to put in the ring's batch for `c`, if there is a ring and
+/// `c` can take a direct write; otherwise `c` is written on its own.
+fn batchable(ring: &Option<uring::Ring>, c: &Conn) -> Option<std::os::fd::RawFd> {
+    ring.as_ref().and(c.ready_fd())
+}
+
 async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     if let Some(t) = t {
         tokio::time::sleep_until(t).await;
@@ -284,10 +290,7 @@ impl Worker {
         let mut sends = self.sends.borrow_mut();
         for (token, c) in conns.iter().enumerate() {
             let v = &variants[which(c)];
-            match (
-                c.selection(),
-                ring.is_some().then(|| c.ready_fd()).flatten(),
-            ) {
+            match (c.selection(), batchable(&ring, c)) {
                 (Some(sel), _) => self.deliver_selected(c, sel, batch, &mut tally),
                 (None, Some(fd)) => sends.push(uring::Send {
                     fd,
@@ -389,7 +392,7 @@ impl Worker {
                 self.ctx.stats.pong_timeout();
                 c.abort();
             } else if ping_due {
-                match ring.is_some().then(|| c.ready_fd()).flatten() {
+                match batchable(&ring, c) {
                     Some(fd) => sends.push(uring::Send {
                         fd,
                         message: 0,

@@ -31,7 +31,9 @@ impl ConnState {
 }
 
 /// Inflates compressed messages; one per thread, reused. Each message is
-/// inflated with a fresh window (`server_no_context_takeover`).
+/// inflated with a fresh window (`server_no_context_takeover`). Not the
+/// relay's `ws::deflate::inflate`: that allocates per message, and a tool
+/// that checks the relay's frames should not share its decoder.
 pub struct Inflater {
     z: Decompress,
     /// The last message inflated.

@@ -52,10 +52,10 @@ pub fn encode(stamp: &Stamp, size: usize, out: &mut Vec<u8>) -> usize {
 /// a JSON feed does (a few times) instead of to almost nothing. The size
 /// and the stamp are unchanged.
 pub fn wordify(p: &mut [u8], seed: u64) {
-    const WORDS: &[&[u8]] = &[
-        b"price", b"volume", b"bid", b"ask", b"symbol", b"update", b"status", b"open", b"close",
-        b"high", b"low", b"time", b"market", b"order", b"trade", b"level", b"user", b"event",
-        b"score", b"region", b"value", b"count", b"delta", b"source",
+    const WORDS: &[&str] = &[
+        "price", "volume", "bid", "ask", "symbol", "update", "status", "open", "close", "high",
+        "low", "time", "market", "order", "trade", "level", "user", "event", "score", "region",
+        "value", "count", "delta", "source",
     ];
     let Some(at) = p.windows(7).position(|w| w == b"\"pad\":\"") else {
         return;
@@ -70,14 +70,9 @@ pub fn wordify(p: &mut [u8], seed: u64) {
         let word = WORDS[(x % WORDS.len() as u64) as usize];
         let number = (x >> 32) % 10_000;
         let mut piece = [0u8; 24];
-        let n = piece.len();
         let mut cur = std::io::Cursor::new(&mut piece[..]);
-        let _ = write!(
-            cur,
-            "{}={number} ",
-            std::str::from_utf8(word).unwrap_or("w")
-        );
-        let len = (cur.position() as usize).min(n).min(end - i);
+        let _ = write!(cur, "{word}={number} ");
+        let len = (cur.position() as usize).min(end - i);
         p[i..i + len].copy_from_slice(&piece[..len]);
         i += len;
     }
