@@ -13,9 +13,9 @@ mod common;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pubsocketd::channels::Channels;
-use pubsocketd::conn::{Conn, Delivery, MAX_IOV};
-use pubsocketd::hub::Encoder;
-use pubsocketd::stats::Stats;
+use pubsocketd::fanout::conn::{Conn, Delivery, MAX_IOV};
+use pubsocketd::ingest::encode::Encoder;
+use pubsocketd::ops::stats::Stats;
 use pubsocketd::ws::frame;
 use std::hint::black_box;
 use std::io::IoSlice;
@@ -76,8 +76,10 @@ fn fan_out(conns: &[Conn], frames: &[Bytes]) -> Duration {
 
 fn deliver(c: &mut Criterion) {
     let conns = conns();
-    let one = vec![frame::message(&payload())];
-    let batch: Vec<Bytes> = (0..16).map(|_| frame::message(&payload())).collect();
+    let one = vec![frame::encode(frame::OP_TEXT, &payload())];
+    let batch: Vec<Bytes> = (0..16)
+        .map(|_| frame::encode(frame::OP_TEXT, &payload()))
+        .collect();
     // Sanity: every delivery is queued, and the queue holds the batch.
     fan_out(&conns[..1], &batch);
     let refs: Vec<&Bytes> = batch.iter().collect();

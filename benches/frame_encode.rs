@@ -36,10 +36,13 @@ fn encode(c: &mut Criterion) {
     }
     for (label, len) in [("1KiB", 1024), ("60KiB", 60 * 1024)] {
         let p = payload(len);
-        assert_eq!(frame::message(&p)[0], 0x80 | frame::OP_TEXT);
+        assert_eq!(frame::data_opcode(&p), frame::OP_TEXT);
         g.throughput(Throughput::Bytes(len as u64));
         g.bench_with_input(BenchmarkId::new("message", label), &p, |b, p| {
-            b.iter(|| frame::message(black_box(p)))
+            b.iter(|| {
+                let p = black_box(p);
+                frame::encode(frame::data_opcode(p), p)
+            })
         });
     }
     g.finish();

@@ -1,26 +1,37 @@
 //! pubsocketd: relay Redis Pub/Sub messages to WebSocket clients.
 //!
-//! One Redis subscription per process ([`redis::subscriber`]); each payload
-//! is encoded once into a WebSocket frame ([`ws::frame`]) and handed through
-//! the [`hub`] to every [`worker`], which writes it to each of its clients
-//! ([`conn`]). The binaries are thin wrappers around [`server::run`].
+//! The path of a message, and the module of each step:
+//!
+//! ```text
+//! Redis ─RESP─▶ redis::subscriber ─┐
+//!   embedded    ingest::broker ────┼─▶ ingest::handle ─▶ fanout::hub ─▶ fanout::thread (one per core)
+//!   POST        ingest::http_publish┘    (encode once:     (a clone of      └▶ fanout::worker ─▶ fanout::conn
+//!   heartbeat   ingest::heartbeat ─┘      ingest::encode)   the handles        (one write list,   (queue of what the
+//!                                                           per worker)        fanout::uring)     socket did not take)
+//! ```
+//!
+//! - [`redis`]: the subscriber (and the cluster supervisor), the connection
+//!   `POST /publish` uses, and every RESP read and write ([`redis::resp`]).
+//! - [`ingest`]: every source hands payloads to one `Ingest`, which encodes
+//!   each message once (plain and deflated) and gives it to the hub.
+//! - [`fanout`]: the hub, the worker threads, accepting and upgrading
+//!   clients, each client's queue, the io_uring send batch.
+//! - [`ws`]: the WebSocket protocol: handshake, origins, frames in and out,
+//!   permessage-deflate.
+//! - [`net`]: listeners, the shared accept loop, the side endpoints' HTTP,
+//!   TLS. [`ops`]: flags, configuration, secrets, logs, counters, metrics.
+//! - [`channels`]: the configured channels and patterns and what each
+//!   client reads. [`server`]: start-up, signals, shutdown.
 
-pub mod broker;
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod channels;
-pub mod config;
-pub mod conn;
-pub mod flags;
+pub mod fanout;
 /// Fuzz properties, shared by the `fuzz/` targets and `tests/fuzz_corpus.rs`.
 pub mod fuzzing;
-pub mod hub;
-pub mod log;
-pub mod metrics;
+pub mod ingest;
 pub mod net;
-pub mod publish;
+pub mod ops;
 pub mod redis;
 pub mod server;
-pub mod stats;
-pub mod tls;
-pub mod uring;
-pub mod worker;
 pub mod ws;

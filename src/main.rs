@@ -1,7 +1,7 @@
 //! `pubsocketd`: parse the Go-compatible command line, then run the relay.
 
-use pubsocketd::config::{Args, Config, ON_BY_DEFAULT_FLAGS, SWITCH_FLAGS, VALUE_FLAGS};
-use pubsocketd::flags::{parse_or_exit, FlagSpec};
+use pubsocketd::ops::config::{Args, Config, ON_BY_DEFAULT_FLAGS, SWITCH_FLAGS, VALUE_FLAGS};
+use pubsocketd::ops::flags::{parse_or_exit, FlagSpec};
 
 fn main() {
     let spec = FlagSpec {

@@ -98,6 +98,10 @@ async fn existing_publishers_reach_websocket_clients_in_order() {
     // The Rust redis client (connects with CLIENT SETINFO first).
     let url = format!("redis://127.0.0.1:{port}/");
     assert_eq!(crate_publish(&url, "news", "from-rust"), 1);
+    // redis-py at its defaults (version 8 starts every connection with
+    // HELLO 3), as in the README, and redis-cli speaking RESP3.
+    assert_eq!(py_publish(port, "news", "from-python"), "1 proto=3");
+    assert_eq!(cli(port, &[], &["-3", "publish", "news", "resp3"]), "1");
     // pubsocketd-publisher, lines on stdin.
     let mut publisher = Command::new(env!("CARGO_BIN_EXE_pubsocketd-publisher"))
         .args(["-port", &port.to_string(), "-channel", "news"])
@@ -123,6 +127,8 @@ async fn existing_publishers_reach_websocket_clients_in_order() {
         "hello",
         "to both",
         "from-rust",
+        "from-python",
+        "resp3",
         r#"{"Data":"one"}"#,
         r#"{"Data":"two"}"#,
         "last",
@@ -137,32 +143,61 @@ async fn existing_publishers_reach_websocket_clients_in_order() {
     relay::bye(alerts).await;
 }
 
+/// Publishes with redis-py (PyPI's `redis`) at its defaults; returns the
+/// count and the protocol its connection agreed on (from `HELLO`).
+fn py_publish(port: u16, channel: &str, payload: &str) -> String {
+    let script = "import redis, sys\n\
+        r = redis.Redis(port=int(sys.argv[1]))\n\
+        n = r.publish(sys.argv[2], sys.argv[3])\n\
+        hello = r.execute_command('HELLO')\n\
+        print(n, 'proto=%s' % hello[b'proto'])\n";
+    let out = Command::new("python3")
+        .args(["-c", script, &port.to_string(), channel, payload])
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "redis-py: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The connection id in the first HELLO answer of `answer`.
+fn broker_client_id(answer: &str) -> String {
+    let at = answer.find("$2\r\nid\r\n:").expect("id in HELLO") + 9;
+    let digits = answer[at..].find('\r').unwrap();
+    answer[at..at + digits].to_string()
+}
+
 #[test]
 fn commands_answer_as_redis_does() {
     let (_r, port) = start(&[]);
     // Inline and RESP commands, pipelined in one write.
     let answer = resp(
         port,
-        "PING\r\nPING hi\r\n*2\r\n$4\r\nECHO\r\n$3\r\na b\r\nHELLO 3\r\nHELLO 2\r\n\
+        "PING\r\nPING hi\r\n*2\r\n$4\r\nECHO\r\n$3\r\na b\r\nHELLO 4\r\nHELLO 3\r\nPING\r\nHELLO 2\r\n\
          CLIENT SETINFO lib-name x\r\nCLIENT SETNAME me\r\nSELECT 0\r\nCOMMAND DOCS\r\n\
          AUTH anything\r\nFLUSHALL now 'or never'\r\nSUBSCRIBE news\r\nPUBLISH news\r\n\
          PUBLISH news \"quoted payload\"\r\nQUIT\r\nPING\r\n",
     );
-    // The connection id in HELLO's answer varies.
-    let id = answer.find("$2\r\nid\r\n:").expect("id in HELLO") + 9;
-    let digits = answer[id..].find('\r').unwrap();
-    let answer = format!("{}N{}", &answer[..id], &answer[id + digits..]);
-    let hello = format!(
-        "*14\r\n$6\r\nserver\r\n$10\r\npubsocketd\r\n$7\r\nversion\r\n${}\r\n{}\r\n$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:N\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n",
-        env!("CARGO_PKG_VERSION").len(),
-        env!("CARGO_PKG_VERSION")
+    // The connection id in HELLO's answers varies.
+    let answer = answer.replace(
+        &format!("$2\r\nid\r\n:{}\r\n", broker_client_id(&answer)),
+        "$2\r\nid\r\n:N\r\n",
     );
+    // HELLO 3 answers a RESP3 map, HELLO 2 a flat RESP2 array, as Redis.
+    let hello = |head: &str, proto: u8| {
+        format!(
+            "{head}\r\n$6\r\nserver\r\n$10\r\npubsocketd\r\n$7\r\nversion\r\n${}\r\n{}\r\n$5\r\nproto\r\n:{proto}\r\n$2\r\nid\r\n:N\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n",
+            env!("CARGO_PKG_VERSION").len(),
+            env!("CARGO_PKG_VERSION")
+        )
+    };
     let expected = [
         "+PONG\r\n",
         "$2\r\nhi\r\n",
         "$3\r\na b\r\n",
         "-NOPROTO unsupported protocol version\r\n",
-        &hello,
+        &hello("%7", 3),
+        "+PONG\r\n",
+        &hello("*14", 2),
         "+OK\r\n",
         "+OK\r\n",
         "+OK\r\n",

@@ -5,7 +5,7 @@ mod common;
 
 use common::redis::{free_port, RedisServer};
 use common::relay::{run, Relay, BIN};
-use pubsocketd::config::{SWITCH_FLAGS, VALUE_FLAGS};
+use pubsocketd::ops::config::{SWITCH_FLAGS, VALUE_FLAGS};
 use std::process::Command;
 use std::time::Duration;
 
@@ -69,6 +69,11 @@ fn mistakes_are_one_line_on_stderr_and_exit_non_zero() {
         (
             &["-ws-insecure", "stray"],
             "pubsocketd: Unrecognized argument: stray",
+        ),
+        (&["help"], "pubsocketd: Unrecognized argument: help"),
+        (
+            &["-ws-insecure", "help"],
+            "pubsocketd: Unrecognized argument: help",
         ),
     ];
     for (args, want) in cases {

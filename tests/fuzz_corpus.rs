@@ -55,3 +55,18 @@ fn origin_corpus() {
 fn flags_corpus() {
     replay("flags", pubsocketd::fuzzing::flags);
 }
+
+#[test]
+fn resp_request_corpus() {
+    replay("resp_request", pubsocketd::fuzzing::resp_request);
+}
+
+#[test]
+fn http_head_corpus() {
+    replay("http_head", pubsocketd::fuzzing::http_head);
+}
+
+#[test]
+fn rs_url_corpus() {
+    replay("rs_url", pubsocketd::fuzzing::rs_url);
+}

@@ -96,6 +96,34 @@ async fn acl_user_from_the_url_and_password_from_the_environment() {
     no_secret_in(&r2, "relay-pw-2");
 }
 
+/// RFC 3986 userinfo: `+` is a plus sign (not a space, as in a query
+/// string) and `%XX` a byte, so a password with reserved characters works
+/// when written percent-encoded where RFC 3986 requires it.
+#[tokio::test]
+async fn a_url_password_with_reserved_characters() {
+    let password = "a+b/c@d:e%f";
+    let redis = RedisServer::start_with(&["--requirepass", password]);
+    let url = format!(
+        "-rs-url=redis://:a+b%2Fc%40d:e%25f@127.0.0.1:{}",
+        redis.port()
+    );
+    let r = Relay::start(&["-ws-insecure", &url, "-rs-channel=news"]);
+    r.wait_subscribed(1);
+    let mut ws = relay::connect(&r.url("/"), None).await.unwrap();
+    let sent = redis.cli(&[
+        "-a",
+        password,
+        "--no-auth-warning",
+        "PUBLISH",
+        "news",
+        "plus",
+    ]);
+    assert_eq!(sent.trim(), "1");
+    assert_eq!(next_data(&mut ws, T).await, Message::text("plus"));
+    no_secret_in(&r, password);
+    no_secret_in(&r, "a+b%2Fc");
+}
+
 #[test]
 fn refused_credentials_or_channels_are_fatal_at_start() {
     let redis = redis_with_acl();

@@ -235,7 +235,7 @@ fn example_env_file_flags_start_the_relay() {
             .iter()
             .find_map(|a| a.strip_prefix("-shutdown-timeout="))
         {
-            let t = pubsocketd::config::duration(t).unwrap();
+            let t = pubsocketd::ops::config::duration(t).unwrap();
             assert!(
                 t.as_secs_f64() < 10.0,
                 "{flags:?}: -shutdown-timeout must stay under the unit's TimeoutStopSec=10"

@@ -318,7 +318,7 @@ mod tests {
             step: 2,
         };
         payload::encode(&stamp, 128, &mut p);
-        frame::message(&p).to_vec()
+        frame::encode(frame::OP_TEXT, &p).to_vec()
     }
 
     fn run_all(stream: &[u8], st: &mut ConnState, sink: &mut Sink) -> Processed {
@@ -332,7 +332,7 @@ mod tests {
             stream.extend(msg(seq, 9));
         }
         stream.extend(msg(7, 8));
-        stream.extend(frame::message(b"{\"heartbeat\": 1}").to_vec());
+        stream.extend(frame::encode(frame::OP_TEXT, b"{\"heartbeat\": 1}").to_vec());
         let (mut st, mut sink) = (ConnState::default(), Sink::default());
         let p = run_all(&stream, &mut st, &mut sink);
         assert_eq!(

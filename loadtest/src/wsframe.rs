@@ -242,7 +242,7 @@ mod tests {
         let mut stream = Vec::new();
         let sizes = [0usize, 1, 125, 126, 65535, 65536, 70000];
         for n in sizes {
-            stream.extend_from_slice(&frame::message(&vec![b'a'; n]));
+            stream.extend_from_slice(&frame::encode(frame::OP_TEXT, &vec![b'a'; n]));
         }
         stream.extend_from_slice(&frame::encode(OP_PING, b"p"));
         stream.extend_from_slice(&frame::close(1001, "bye"));
@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn every_prefix_is_incomplete_and_says_its_size_once_known() {
-        let f = frame::message(&[b'z'; 300]);
+        let f = frame::encode(frame::OP_TEXT, &[b'z'; 300]);
         for cut in 0..f.len() {
             match parse(&f[..cut], 1 << 20, false).unwrap() {
                 Parsed::Incomplete(None) => assert!(cut < 4, "cut {cut}"),

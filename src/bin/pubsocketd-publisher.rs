@@ -14,7 +14,7 @@ use std::net::TcpStream;
 use std::process::exit;
 
 use argh::FromArgs;
-use pubsocketd::flags::{parse_or_exit, FlagSpec};
+use pubsocketd::ops::flags::{parse_or_exit, FlagSpec};
 
 const PROG: &str = "pubsocketd-publisher";
 

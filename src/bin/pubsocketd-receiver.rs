@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 use futures_util::StreamExt;
-use pubsocketd::flags::{parse_or_exit, FlagSpec};
+use pubsocketd::ops::flags::{parse_or_exit, FlagSpec};
 use rustls::crypto::ring;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};

@@ -7,20 +7,22 @@
 //! moved: Redis sends `sunsubscribe`, or `MOVED`) reads the map again and
 //! restarts only the sessions whose node or channels changed.
 
-use super::connect::Target;
-use super::subscriber::{command, Backoff, Failure, Node, Subscriber};
-use crate::config::Config;
-use crate::hub::{Encoder, Hub};
-use crate::stats::Stats;
+use super::backoff::Backoff;
+use super::connect::{ConnectError, Target};
+use super::resp::reply;
+use super::resp::write::command;
+use super::subscriber::{Failure, Node, Subscriber};
+use crate::ingest::handle::Ingest;
+use crate::ops::config::Config;
+use crate::ops::stats::Stats;
 use bytes::BytesMut;
-use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::types::BytesFrame;
 use slog::{debug, warn, Logger};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -34,8 +36,7 @@ pub type SlotMap = Vec<(u16, u16, String, u16)>;
 pub struct Cluster {
     pub cfg: Config,
     pub target: Target,
-    pub hub: Hub,
-    pub encoder: Encoder,
+    pub ingest: Ingest,
     pub log: Logger,
     pub stats: Arc<Stats>,
     pub fatal: Option<oneshot::Sender<String>>,
@@ -47,8 +48,7 @@ impl From<Subscriber> for Cluster {
         Cluster {
             cfg: s.cfg,
             target: s.target,
-            hub: s.hub,
-            encoder: s.encoder,
+            ingest: s.ingest,
             log: s.log,
             stats: s.stats,
             fatal: s.fatal,
@@ -176,8 +176,7 @@ impl Cluster {
         Subscriber {
             cfg: self.cfg.clone(),
             target: self.target.clone(),
-            hub: self.hub.clone(),
-            encoder: self.encoder.clone(),
+            ingest: self.ingest.clone(),
             log: self.log.clone(),
             stats: self.stats.clone(),
             fatal: None,
@@ -212,8 +211,8 @@ impl Cluster {
             .connect_to(host, port)
             .await
             .map_err(|e| match e {
-                super::connect::ConnectError::Io(why) => io(why),
-                super::connect::ConnectError::Refused(why) => Failure {
+                ConnectError::Io(why) => io(why),
+                ConnectError::Refused(why) => Failure {
                     why: format!("{host}:{port} refused us: {why}"),
                     refused: true,
                 },
@@ -223,20 +222,10 @@ impl Cluster {
             .map_err(|e| io(e.to_string()))?;
         s.flush().await.map_err(|e| io(e.to_string()))?;
         let mut buf = BytesMut::with_capacity(4096);
-        let reply = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                if let Some((frame, _, _)) =
-                    decode_bytes_mut(&mut buf).map_err(|e| io(format!("{e:?}")))?
-                {
-                    return Ok(frame);
-                }
-                if s.read_buf(&mut buf).await.map_err(|e| io(e.to_string()))? == 0 {
-                    return Err(io("closed".into()));
-                }
-            }
-        })
-        .await
-        .map_err(|_| io("no answer to CLUSTER SLOTS".into()))??;
+        let reply = tokio::time::timeout(Duration::from_secs(5), reply::read(&mut s, &mut buf))
+            .await
+            .map_err(|_| io("no answer to CLUSTER SLOTS".into()))?
+            .map_err(|e| io(e.to_string()))?;
         parse_slots(&reply, host).map_err(io)
     }
 }
@@ -348,12 +337,12 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let spec = crate::flags::FlagSpec {
-            values: crate::config::VALUE_FLAGS,
-            switches: crate::config::SWITCH_FLAGS,
-            on_by_default: crate::config::ON_BY_DEFAULT_FLAGS,
+        let spec = crate::ops::flags::FlagSpec {
+            values: crate::ops::config::VALUE_FLAGS,
+            switches: crate::ops::config::SWITCH_FLAGS,
+            on_by_default: crate::ops::config::ON_BY_DEFAULT_FLAGS,
         };
-        let a: crate::config::Args = crate::flags::parse_from("p", &args, &spec).unwrap();
+        let a: crate::ops::config::Args = crate::ops::flags::parse_from("p", &args, &spec).unwrap();
         let cfg = Config::from_args(a).unwrap();
         let p = plan(&cfg, &map);
         assert_eq!(p[&("127.0.0.1".to_string(), 7003)], ["a", "{a}x"]);

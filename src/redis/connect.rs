@@ -3,7 +3,11 @@
 //! ACL user. Used by the subscriber, the cluster subscriber and the HTTP
 //! publish endpoint.
 
-use crate::config::RedisSettings;
+use super::resp::reply;
+use super::resp::write::command;
+use crate::ops::config::RedisSettings;
+use bytes::BytesMut;
+use redis_protocol::resp2::types::BytesFrame;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io::BufReader;
 use std::path::Path;
@@ -11,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
@@ -104,40 +108,21 @@ impl Target {
         }
         parts.push(password.expose().as_bytes());
         let io = |e: std::io::Error| ConnectError::Io(e.to_string());
-        stream
-            .write_all(&super::subscriber::command(&parts))
-            .await
-            .map_err(io)?;
+        stream.write_all(&command(&parts)).await.map_err(io)?;
         stream.flush().await.map_err(io)?;
-        let line = timeout(CONNECT_TIMEOUT, read_line(stream))
+        let mut buf = BytesMut::with_capacity(256);
+        let answer = timeout(CONNECT_TIMEOUT, reply::read(stream, &mut buf))
             .await
             .map_err(|_| ConnectError::Io("no answer to AUTH".into()))?
-            .map_err(io)?;
-        match line.strip_prefix('-') {
-            None if line.starts_with('+') => Ok(()),
-            Some(err) => Err(ConnectError::Refused(err.to_string())),
-            None => Err(ConnectError::Io(format!(
-                "unexpected answer to AUTH: {line:?}"
+            .map_err(|e| ConnectError::Io(e.to_string()))?;
+        match answer {
+            BytesFrame::SimpleString(_) => Ok(()),
+            BytesFrame::Error(e) => Err(ConnectError::Refused(e.to_string())),
+            other => Err(ConnectError::Io(format!(
+                "unexpected answer to AUTH: {other:?}"
             ))),
         }
     }
-}
-
-/// Reads one CRLF-terminated reply line (AUTH answers nothing longer).
-async fn read_line(stream: &mut RedisStream) -> std::io::Result<String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while !line.ends_with(b"\r\n") {
-        if stream.read(&mut byte).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        line.push(byte[0]);
-        if line.len() > 4096 {
-            return Err(std::io::ErrorKind::InvalidData.into());
-        }
-    }
-    line.truncate(line.len() - 2);
-    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// The rustls client for `rediss://`: the CA of `-rs-ca-cert` (else the

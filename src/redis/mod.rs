@@ -1,7 +1,10 @@
 //! The Redis side: one subscriber connection per process (one per node
-//! in a cluster).
+//! in a cluster), the connection that `POST /publish` publishes through,
+//! and every RESP read and write.
 
-pub mod cluster;
-pub mod connect;
+pub(crate) mod backoff;
+pub(crate) mod cluster;
+pub(crate) mod connect;
+pub(crate) mod publisher;
 pub mod resp;
-pub mod subscriber;
+pub(crate) mod subscriber;

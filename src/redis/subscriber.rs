@@ -4,24 +4,25 @@
 //! reconnects and resubscribes; the WebSocket side never notices except for
 //! the gap.
 
+use super::backoff::Backoff;
 use super::connect::{ConnectError, Target};
+use super::resp::write::command;
 use super::resp::{Item, PushReader};
-use crate::config::Config;
-use crate::hub::{Drop, Encoder, Hub};
-use crate::stats::Stats;
+use crate::ingest::encode::Rejected;
+use crate::ingest::handle::Ingest;
+use crate::ops::config::Config;
+use crate::ops::stats::Stats;
 use bytes::{Buf, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
 use slog::{debug, info, warn, Logger};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::{sleep, sleep_until};
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Read buffer size; a larger payload grows it to fit, once.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -29,8 +30,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct Subscriber {
     pub cfg: Config,
     pub target: Target,
-    pub hub: Hub,
-    pub encoder: Encoder,
+    /// Where each message goes (encoded once, handed to every worker).
+    pub ingest: Ingest,
     pub log: Logger,
     pub stats: Arc<Stats>,
     /// Told when Redis refuses our credentials or subscriptions before the
@@ -191,21 +192,18 @@ impl Subscriber {
                 } => {
                     let relay = match &pattern {
                         Some(p) => self
-                            .encoder
+                            .ingest
                             .channels()
                             .relays_pattern_copy(&buf[p.clone()], &buf[channel.clone()]),
                         None => true,
                     };
-                    let msg = relay.then(|| self.encode(&buf[channel], &buf[payload]));
-                    buf.advance(consumed);
-                    if let Some(Some(msg)) = msg {
-                        self.hub.publish(msg).await;
+                    if relay {
+                        self.relay_one(&buf[channel], &buf[payload]).await;
                     }
+                    buf.advance(consumed);
                 }
                 Item::Oversized { channel, len } => {
-                    let mask = self.encoder.channels().mask_for(channel.as_bytes());
-                    self.stats.count_received(mask);
-                    self.stats.count_dropped(mask);
+                    self.ingest.count_oversized(channel.as_bytes());
                     warn!(self.log, "[redis] dropped a {len}-byte message on {channel}: over -rs-max-payload ({} bytes)", self.cfg.max_payload);
                 }
                 Item::Reply(reply) => self.reply(reply, backoff, confirmed)?,
@@ -214,19 +212,15 @@ impl Subscriber {
         Ok(())
     }
 
-    /// The message for one payload, or `None` when it is dropped.
-    fn encode(&mut self, channel: &[u8], payload: &[u8]) -> Option<crate::hub::Message> {
-        match self.encoder.encode(channel, payload) {
-            Ok(msg) => Some(msg),
-            Err(Drop::NotJson) => {
-                warn!(
-                    self.log,
-                    "[redis] failed to parse JSON; dropped a {}-byte message (-ws-json-only)",
-                    payload.len()
-                );
-                None
-            }
-            Err(_) => None,
+    /// Relays one payload; a payload that `-ws-json-only` refuses is one
+    /// log line (the others were counted by the encoder).
+    async fn relay_one(&mut self, channel: &[u8], payload: &[u8]) {
+        if let Err(Rejected::NotJson) = self.ingest.publish(channel, payload).await {
+            warn!(
+                self.log,
+                "[redis] failed to parse JSON; dropped a {}-byte message (-ws-json-only)",
+                payload.len()
+            );
         }
     }
 
@@ -266,7 +260,7 @@ impl Subscriber {
     fn expected_confirmations(&self) -> usize {
         match &self.node {
             Some(n) => n.channels.len(),
-            None => self.encoder.channels().keys().len(),
+            None => self.ingest.channels().keys().len(),
         }
     }
 
@@ -303,7 +297,7 @@ impl Subscriber {
         backoff.first = false;
         backoff.reset();
         self.stats.redis_up.store(true, Relaxed);
-        let keys = self.encoder.channels().keys();
+        let keys = self.ingest.channels().keys();
         let what = match keys {
             [one] if !one.pattern => format!("the {} channel", one.name),
             _ => keys
@@ -352,92 +346,9 @@ fn subscribe_commands(cfg: &Config) -> Vec<Vec<u8>> {
     out
 }
 
-/// A RESP command array.
-pub fn command(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
-    for p in parts {
-        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
-        out.extend_from_slice(p);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// Capped exponential backoff with jitter, so that many relays restarted
-/// together do not reconnect in lockstep.
-pub struct Backoff {
-    current: Duration,
-    seed: u64,
-    reset: bool,
-    /// No subscription has succeeded yet (the next one is not a reconnect).
-    pub first: bool,
-}
-
-impl Backoff {
-    pub fn new() -> Backoff {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1;
-        Backoff {
-            current: BACKOFF_MIN,
-            seed,
-            reset: true,
-            first: true,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.current = BACKOFF_MIN;
-        self.reset = true;
-    }
-
-    pub fn is_reset(&self) -> bool {
-        self.reset
-    }
-
-    /// The next delay: between half and all of the current step, which
-    /// then doubles up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        self.reset = false;
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let frac = 0.5 + (self.seed % 1000) as f64 / 2000.0;
-        let delay = self.current.mul_f64(frac);
-        self.current = (self.current * 2).min(BACKOFF_MAX);
-        delay
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_with_jitter() {
-        let mut b = Backoff::new();
-        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
-        assert!(delays[0] >= BACKOFF_MIN / 2 && delays[0] <= BACKOFF_MIN);
-        assert!(delays.iter().all(|d| *d <= BACKOFF_MAX));
-        assert!(delays[11] >= BACKOFF_MAX / 2);
-        b.reset();
-        assert!(b.next_delay() <= BACKOFF_MIN);
-    }
-
-    #[test]
-    fn command_encoding() {
-        assert_eq!(
-            command(&[b"SUBSCRIBE", b"ch"]),
-            b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n"
-        );
-    }
 
     #[test]
     fn refusals() {

@@ -55,15 +55,14 @@ pub fn encode_deflated(opcode: u8, compressed: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// A data frame for a relayed payload: text when it is valid UTF-8 (what
+/// The opcode of a relayed payload: text when it is valid UTF-8 (what
 /// browsers expect for JSON), binary otherwise, so nothing is lost.
-pub fn message(payload: &[u8]) -> Bytes {
-    let opcode = if std::str::from_utf8(payload).is_ok() {
+pub fn data_opcode(payload: &[u8]) -> u8 {
+    if std::str::from_utf8(payload).is_ok() {
         OP_TEXT
     } else {
         OP_BINARY
-    };
-    encode(opcode, payload)
+    }
 }
 
 /// A close frame with a status code and a short reason (at most 123 bytes).
@@ -106,8 +105,8 @@ mod tests {
 
     #[test]
     fn text_or_binary_by_content() {
-        assert_eq!(message("{\"é\":1}".as_bytes())[0], 0x81);
-        assert_eq!(message(b"\xff\xfe")[0], 0x82);
+        assert_eq!(data_opcode("{\"é\":1}".as_bytes()), OP_TEXT);
+        assert_eq!(data_opcode(b"\xff\xfe"), OP_BINARY);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The HTTP/1.1 upgrade request, parsed by hand with `httparse`.
 //!
-//! Hand-rolled (as the design card asks) so that a connection costs one
-//! fixed buffer and no HTTP framework, and so that every way a request can
+//! Hand-rolled rather than taken from an HTTP framework so that a
+//! connection costs one fixed buffer, and so that every way a request can
 //! be wrong gets its own precise status code instead of a generic 400.
 
 use super::origin::{OriginPolicy, OriginRefusal};
+use crate::net::http::Response;
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
@@ -54,19 +55,16 @@ impl Refusal {
     /// The complete HTTP response for this refusal; the connection is closed
     /// after it.
     pub fn response(&self) -> Vec<u8> {
-        let extra = match self.status {
-            426 => "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
-            405 => "Allow: GET\r\n",
-            _ => "",
+        let r = Response::text(self.status, &self.reason);
+        let r = match self.status {
+            426 => r
+                .header("Upgrade", "websocket")
+                .header("Connection", "Upgrade")
+                .header("Sec-WebSocket-Version", "13"),
+            405 => r.header("Allow", "GET"),
+            _ => r,
         };
-        let body = format!("{}\n", self.reason);
-        format!(
-            "HTTP/1.1 {} {}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.status,
-            status_text(self.status),
-            body.len()
-        )
-        .into_bytes()
+        r.to_bytes()
     }
 }
 
@@ -80,20 +78,6 @@ pub fn switching_protocols(accept: &str, extensions: Option<&str>) -> Vec<u8> {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{ext}\r\n"
     )
     .into_bytes()
-}
-
-fn status_text(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        426 => "Upgrade Required",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
 }
 
 /// `Sec-WebSocket-Accept` for a client key (RFC 6455 section 4.2.2).

@@ -1,7 +1,7 @@
 //! The WebSocket protocol, as far as a broadcasting server needs it.
 
 pub mod decode;
-pub mod deflate;
+pub(crate) mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod origin;

@@ -246,7 +246,7 @@ impl Conn {
     }
 
     /// The socket the fan-out may write this client's next batch to itself
-    /// (see [`crate::uring`]): open, plain TCP, and nothing queued ahead.
+    /// (see [`crate::fanout::uring`]): open, plain TCP, and nothing queued ahead.
     pub fn ready_fd(&self) -> Option<RawFd> {
         let direct = self.direct.as_ref()?;
         let ready = self.state.get() == State::Open && self.queue.borrow().is_empty();
@@ -455,7 +455,11 @@ impl Fill for TcpReader {
             let mut got = None;
             let fd = self.0.as_raw_fd();
             let r = self.0.try_io(Interest::READABLE, || {
-                // SAFETY: recv into a buffer we own, of its length.
+                // SAFETY: `chunk` is a live stack array of exactly READ_CHUNK
+                // bytes that nothing else borrows, so the kernel may write
+                // up to READ_CHUNK bytes there; `fd` is open because
+                // `self.0` (the stream that owns it) is borrowed for the
+                // whole call.
                 let n = unsafe { libc::recv(fd, chunk.as_mut_ptr().cast(), READ_CHUNK, 0) };
                 if n < 0 {
                     return Err(io::Error::last_os_error());
@@ -468,7 +472,9 @@ impl Fill for TcpReader {
             });
             match (got, r) {
                 (Some(n), _) => {
-                    // SAFETY: recv initialised the first n bytes.
+                    // SAFETY: recv returned n >= 0, so it initialised the
+                    // first n bytes of `chunk` (n <= READ_CHUNK), and `chunk`
+                    // outlives `read`.
                     let read =
                         unsafe { std::slice::from_raw_parts(chunk.as_ptr().cast::<u8>(), n) };
                     buf.extend_from_slice(read);

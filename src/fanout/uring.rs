@@ -29,9 +29,12 @@ pub struct Message<'a> {
 
 impl<'a> Message<'a> {
     pub fn new(slices: &'a [IoSlice<'a>]) -> Message<'a> {
-        // SAFETY: msghdr is plain data; all-zero is "no name, no control".
+        // SAFETY: msghdr is plain data (integers and raw pointers), for
+        // which all-zero bytes are a valid value: no name, no control data.
         let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-        // IoSlice is ABI-compatible with iovec on Unix.
+        // IoSlice is ABI-compatible with iovec on Unix (std guarantees it),
+        // and `_slices` keeps the slices borrowed for as long as `header`
+        // points at them.
         header.msg_iov = slices.as_ptr() as *mut libc::iovec;
         header.msg_iovlen = slices.len() as _;
         Message {
@@ -47,6 +50,20 @@ fn retry(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
     )
+}
+
+/// Aborts the process when dropped, that is when a panic unwinds through
+/// [`Ring::send_all`] (from `done`, or a failed enter): unwinding would free
+/// the frames and iovecs that sends still in flight point at, and the
+/// kernel could then read freed memory. `send_all` forgets it on the way
+/// out, once every send is complete.
+struct Armed;
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        eprintln!("pubsocketd: a panic with io_uring sends in flight; aborting");
+        std::process::abort();
+    }
 }
 
 /// One send to make: which socket, which message, and a token handed back
@@ -84,15 +101,22 @@ impl Ring {
         sends: impl Iterator<Item = Send>,
         mut done: impl FnMut(usize, io::Result<usize>),
     ) {
+        let armed = Armed;
         let mut pending = 0;
         for s in sends {
             let entry = opcode::SendMsg::new(types::Fd(s.fd), &messages[s.message].header)
                 .flags((libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as u32)
                 .build()
                 .user_data(s.token as u64);
-            // SAFETY: the header and the slices it points at are borrowed
-            // by `messages` until this call returns, and every send is
-            // complete before it does (see `flush`).
+            // SAFETY: the entry points at a message header, and through it
+            // at iovecs and frame bytes, that `messages` borrows until this
+            // call returns; every send is complete before it does (`flush`
+            // reaps one completion per push, and a panic in between aborts
+            // instead of unwinding: see `Armed`). The socket `s.fd` stays
+            // open for as long: the caller (the worker) holds its `conns`,
+            // and with them every client's stream, borrowed across the
+            // batch, so no client can be dropped and its descriptor closed
+            // or reused while the kernel may still use it.
             while unsafe { self.ring.submission().push(&entry) }.is_err() {
                 self.flush(pending, &mut done);
                 pending = 0;
@@ -100,6 +124,7 @@ impl Ring {
             pending += 1;
         }
         self.flush(pending, &mut done);
+        std::mem::forget(armed);
     }
 
     /// Submits what is queued and waits for `pending` completions. With
@@ -115,7 +140,7 @@ impl Ring {
                 Ok(_) => {}
                 Err(e) if retry(&e) => {}
                 // The sends may still point at the caller's frames: there
-                // is no safe way on, only out.
+                // is no safe way on, only out (`Armed` aborts the process).
                 Err(e) => panic!("io_uring_enter failed with sends in flight: {e}"),
             }
             for cqe in self.ring.completion() {

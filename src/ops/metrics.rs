@@ -2,14 +2,16 @@
 //! own listener (`-metrics-addr`), served by the main thread so that a
 //! scrape never touches a worker.
 
-use crate::stats::{KeyCounters, Stats};
+use crate::net::accept::Acceptor;
+use crate::net::http::{self, HeadError, Response};
+use crate::ops::stats::{KeyCounters, Stats};
 use slog::{debug, Logger};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 /// What the metrics endpoint reports besides the counters.
 pub struct Info {
@@ -22,90 +24,43 @@ pub struct Info {
     pub io: &'static str,
 }
 
+/// Largest request head read.
+const MAX_HEAD: usize = 4096;
+/// Time for a request head to arrive, and for the answer to go out.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves the three endpoints until the task is dropped.
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>, info: Arc<Info>, log: Logger) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let (stats, info, log) = (stats.clone(), info.clone(), log.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &stats, &info).await {
-                        debug!(log, "[metrics] request failed: {e}");
-                    }
-                });
-            }
-            Err(e) => {
-                debug!(log, "[metrics] accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    Acceptor::new(listener, "[metrics] accept", log.clone())
+        .serve(move |stream, _| answer(stream, stats.clone(), info.clone(), log.clone()))
+        .await
 }
 
 /// Reads one request (with a deadline) and writes the response.
-async fn answer(mut stream: TcpStream, stats: &Stats, info: &Info) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 4096];
-    let mut filled = 0;
-    let path = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let n = stream.read(&mut buf[filled..]).await?;
-            if n == 0 {
-                return Ok::<_, std::io::Error>(None);
-            }
-            filled += n;
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf[..filled]) {
-                Ok(httparse::Status::Complete(_)) => {
-                    return Ok(Some((
-                        req.method == Some("GET"),
-                        req.path.unwrap_or("").to_string(),
-                    )))
-                }
-                Ok(httparse::Status::Partial) if filled < buf.len() => continue,
-                _ => return Ok(Some((false, String::new()))),
-            }
-        }
-    })
-    .await
-    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let Some((get, path)) = path else {
-        return Ok(());
+async fn answer(mut stream: TcpStream, stats: Arc<Stats>, info: Arc<Info>, log: Logger) {
+    let deadline = Instant::now() + TIMEOUT;
+    let response = match http::read_head(&mut stream, MAX_HEAD, deadline).await {
+        Ok(head) => route(&head.method, &head.path, &stats, &info),
+        Err(HeadError::Refused(bad)) => Response::text(bad.status, &bad.why),
+        Err(HeadError::TimedOut) => return debug!(log, "[metrics] no complete request in time"),
+        Err(HeadError::Gone) => return,
     };
-    let (status, body) = route(get, &path, stats, info);
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        if path == "/metrics" {
-            "text/plain; version=0.0.4; charset=utf-8"
-        } else {
-            "text/plain; charset=utf-8"
-        },
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    http::answer_and_close(&mut stream, &response.to_bytes(), TIMEOUT).await;
 }
 
-fn route(get: bool, path: &str, stats: &Stats, info: &Info) -> (&'static str, String) {
-    let path = path.split('?').next().unwrap_or("");
-    match (get, path) {
-        (true, "/metrics") => ("200 OK", render(stats, info)),
-        (true, "/healthz") => ("200 OK", "ok\n".into()),
+fn route(method: &str, path: &str, stats: &Stats, info: &Info) -> Response {
+    const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+    match (method == "GET", path) {
+        (true, "/metrics") => Response::new(200, PROMETHEUS, render(stats, info)),
+        (true, "/healthz") => Response::text(200, "ok"),
         (true, "/readyz") if stats.redis_up.load(Relaxed) || stats.embedded.load(Relaxed) => {
-            ("200 OK", "ready\n".into())
+            Response::text(200, "ready")
         }
-        (true, "/readyz") => (
-            "503 Service Unavailable",
-            "not subscribed to Redis\n".into(),
-        ),
+        (true, "/readyz") => Response::text(503, "not subscribed to Redis"),
         (false, "/metrics" | "/healthz" | "/readyz") => {
-            ("405 Method Not Allowed", "GET only\n".into())
+            Response::text(405, "GET only").header("Allow", "GET")
         }
-        _ => (
-            "404 Not Found",
-            "try /metrics, /healthz or /readyz\n".into(),
-        ),
+        _ => Response::text(404, "try /metrics, /healthz or /readyz"),
     }
 }
 
@@ -278,16 +233,10 @@ mod tests {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<u64>().is_ok(), "{line}");
         }
-        assert_eq!(
-            route(true, "/readyz", &stats, &info).0,
-            "503 Service Unavailable"
-        );
+        assert_eq!(route("GET", "/readyz", &stats, &info).status, 503);
         stats.redis_up.store(true, Relaxed);
-        assert_eq!(route(true, "/readyz", &stats, &info).0, "200 OK");
-        assert_eq!(
-            route(false, "/metrics", &stats, &info).0,
-            "405 Method Not Allowed"
-        );
-        assert_eq!(route(true, "/nope", &stats, &info).0, "404 Not Found");
+        assert_eq!(route("GET", "/readyz", &stats, &info).status, 200);
+        assert_eq!(route("POST", "/metrics", &stats, &info).status, 405);
+        assert_eq!(route("GET", "/nope", &stats, &info).status, 404);
     }
 }

@@ -1,8 +1,9 @@
 //! The relay's command line: go-pubsocketd's flags, same names and defaults,
 //! plus the knobs the rewrite adds. Parsing goes through
-//! [`crate::flags::normalize`] so every Go spelling keeps working.
+//! [`crate::ops::flags::normalize`] so every Go spelling keeps working.
 
 use crate::channels::Channels;
+use crate::ops::secret::Secret;
 use crate::ws::origin::{Origin, OriginPolicy};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -389,7 +390,9 @@ impl Config {
 
 impl Config {
     /// The effective settings as `flag=value` pairs, for the start-up log.
-    /// (No flag holds a secret today; one that does must be redacted here.)
+    /// Secrets never appear: the Redis password is left out of the address
+    /// (`RedisSettings::describe`), and the publish token shows as "token
+    /// set". A new secret flag must be redacted here too.
     pub fn describe(&self) -> String {
         let origins = match &self.origins {
             OriginPolicy::Any => "*".to_string(),
@@ -443,24 +446,27 @@ impl Config {
     }
 }
 
-/// A value that must never be printed: `Debug` shows `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Secret {
-        Secret(s)
+/// Decodes the user or password of a URL (RFC 3986 userinfo): `%XX` is a
+/// byte, and everything else is itself. Unlike a query string, `+` is a
+/// plus sign, not a space. `None` for a `%` not followed by two hex digits.
+pub fn userinfo_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
     }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
+    Some(out)
 }
 
 /// A flag's secret, else the environment variable's.
@@ -468,7 +474,7 @@ fn secret(flag: &Option<String>, env: &str) -> Option<Secret> {
     flag.clone()
         .or_else(|| std::env::var(env).ok())
         .filter(|s| !s.is_empty())
-        .map(Secret)
+        .map(Secret::new)
 }
 
 /// The HTTP publish endpoint.
@@ -529,7 +535,7 @@ impl RedisSettings {
     /// Takes host, port, TLS and credentials from a `redis://` or
     /// `rediss://` URL. The error never repeats the URL (it may hold a
     /// password).
-    fn apply_url(&mut self, url: &str) -> Result<(), String> {
+    pub fn apply_url(&mut self, url: &str) -> Result<(), String> {
         let bad = |why: &str| {
             format!("invalid -rs-url: {why} (expected redis://[user:password@]host:port)")
         };
@@ -547,7 +553,7 @@ impl RedisSettings {
         if let Some(auth) = auth {
             let (user, pass) = auth.split_once(':').unwrap_or(("", auth));
             let decode = |s: &str| {
-                crate::channels::percent_decode(s)
+                userinfo_decode(s)
                     .and_then(|b| String::from_utf8(b).ok())
                     .ok_or_else(|| bad("malformed user or password"))
             };
@@ -555,7 +561,7 @@ impl RedisSettings {
                 self.user = Some(decode(user)?);
             }
             if !pass.is_empty() {
-                self.password = Some(Secret(decode(pass)?));
+                self.password = Some(Secret::new(decode(pass)?));
             }
         }
         let (host, port) = match hostport.rsplit_once(':') {
@@ -722,7 +728,7 @@ fn level(s: &str) -> Result<slog::Level, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flags::{parse_from, Exit, FlagSpec};
+    use crate::ops::flags::{parse_from, Exit, FlagSpec};
 
     const SPEC: FlagSpec<'static> = FlagSpec {
         values: VALUE_FLAGS,
@@ -805,6 +811,29 @@ mod tests {
         assert!(parse(&["-ws-insecure", "-tls-cert=a"]).is_err());
         assert!(parse(&["-ws-insecure", "-ws-pong-timeout=5s"]).is_err());
         assert!(parse(&["-ws-insecure", "-log-level=loud"]).is_err());
+    }
+
+    #[test]
+    fn url_userinfo_is_rfc_3986_not_a_query_string() {
+        let c = parse(&[
+            "-ws-insecure",
+            "-rs-url=redis://us+er:a+b%2Fc%40d:e%25f@h:1",
+        ])
+        .unwrap();
+        assert_eq!(c.redis.user.as_deref(), Some("us+er"));
+        assert_eq!(
+            c.redis.password.as_ref().map(|p| p.expose()),
+            Some("a+b/c@d:e%f")
+        );
+        assert_eq!(userinfo_decode("%2b+%2B"), Some(b"+++".to_vec()));
+        for bad in ["%", "%2", "%zz", "%+1", "a%-1"] {
+            assert_eq!(userinfo_decode(bad), None, "{bad}");
+        }
+        let e = parse(&["-ws-insecure", "-rs-url=redis://:p%zz@h"]).unwrap_err();
+        assert!(
+            e.contains("malformed user or password") && !e.contains("p%zz"),
+            "{e}"
+        );
     }
 
     #[test]

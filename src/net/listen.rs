@@ -37,7 +37,8 @@ pub fn raise_nofile() -> std::io::Result<(u64, u64)> {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    // SAFETY: getrlimit and setrlimit only read and write the struct they
+    // are given, a live local of the right type; neither keeps a pointer.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return Err(std::io::Error::last_os_error());
@@ -71,6 +72,8 @@ mod tests {
             rlim_cur: 0,
             rlim_max: 0,
         };
+        // SAFETY: getrlimit only writes the struct it is given, which is
+        // a live local of the right type.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
         assert_eq!(after, lim.rlim_max);
     }

@@ -1,63 +1,20 @@
-//! From the message sources (the Redis subscriber, the embedded broker, the
-//! HTTP publish endpoint) to the workers.
-//!
-//! An [`Encoder`] turns a (channel, payload) into one [`Message`]: the
-//! encoded WebSocket frame, built once, plus the set of configured keys its
-//! channel matches. The [`Hub`] hands that message to every worker, as
-//! clones of the same `Bytes` handles (reference counts, never copies).
+//! Encoding, once per message: a (channel, payload) becomes one
+//! [`Message`], the WebSocket frame every client gets (and its deflated
+//! form when some client negotiated compression), plus the configured keys
+//! its channel matches, so that no worker looks at the payload again.
 
 use crate::channels::{Channels, Names};
-use crate::stats::Stats;
+use crate::fanout::hub::Message;
+use crate::ops::stats::Stats;
 use crate::ws::deflate::Deflater;
 use crate::ws::frame;
 use base64::Engine;
 use bytes::Bytes;
 use std::sync::Arc;
-use tokio::sync::mpsc;
-
-/// Messages a worker may have waiting before the sources wait for it.
-/// Waiting there stops reads from Redis, which then buffers on its side.
-pub const WORKER_BACKLOG: usize = 1024;
-
-/// One message on its way to the clients.
-#[derive(Debug, Clone)]
-pub struct Message {
-    /// The complete WebSocket frame, the same bytes for every client.
-    pub frame: Bytes,
-    /// The same message compressed (permessage-deflate), for the clients
-    /// that negotiated it; `None` when not worth it (small, or nobody).
-    pub deflated: Option<Bytes>,
-    /// The configured keys the channel matches (`BROADCAST` for all).
-    pub mask: u64,
-    /// The channel, for clients that chose one under a pattern.
-    pub channel: Bytes,
-}
-
-/// The sending side of every worker's message channel.
-#[derive(Clone)]
-pub struct Hub {
-    workers: Vec<mpsc::Sender<Message>>,
-}
-
-impl Hub {
-    /// A hub with `n` workers; returns the receivers to give them.
-    pub fn new(n: usize) -> (Hub, Vec<mpsc::Receiver<Message>>) {
-        let (workers, receivers) = (0..n).map(|_| mpsc::channel(WORKER_BACKLOG)).unzip();
-        (Hub { workers }, receivers)
-    }
-
-    /// Hands `msg` to every worker, in order with earlier messages.
-    pub async fn publish(&self, msg: Message) {
-        for w in &self.workers {
-            // A worker only stops at shutdown; nothing to do then.
-            let _ = w.send(msg.clone()).await;
-        }
-    }
-}
 
 /// Why a payload was not relayed.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Drop {
+pub enum Rejected {
     /// No configured channel or pattern matches the channel.
     NoSubscriber,
     /// `-ws-json-only` and the payload is not JSON.
@@ -131,28 +88,26 @@ impl Encoder {
     }
 
     /// The message for `payload` published on `channel`, counted per key.
-    pub fn encode(&mut self, channel: &[u8], payload: &[u8]) -> Result<Message, Drop> {
+    pub fn encode(&mut self, channel: &[u8], payload: &[u8]) -> Result<Message, Rejected> {
         let mask = self.channels.mask_for(channel);
         if mask == 0 {
-            return Err(Drop::NoSubscriber);
+            return Err(Rejected::NoSubscriber);
         }
         self.stats.count_received(mask);
         if payload.len() > self.max_payload {
             self.stats.count_dropped(mask);
-            return Err(Drop::TooLarge);
+            return Err(Rejected::TooLarge);
         }
         let json = (self.json_only || self.envelope) && is_json(payload);
         if self.json_only && !json {
             self.stats.count_dropped(mask);
-            return Err(Drop::NotJson);
+            return Err(Rejected::NotJson);
         }
         let opcode = if self.envelope {
             self.envelope_body(channel, payload, json);
             frame::OP_TEXT
-        } else if std::str::from_utf8(payload).is_ok() {
-            frame::OP_TEXT
         } else {
-            frame::OP_BINARY
+            frame::data_opcode(payload)
         };
         // The envelope's buffer is lent out while the frames are built.
         let scratch = std::mem::take(&mut self.scratch);
@@ -246,8 +201,8 @@ mod tests {
             (m.mask, &m.channel[..], text(&m)),
             (0b10, &b"b.x"[..], "{\"n\":1}")
         );
-        assert_eq!(e.encode(b"zzz", b"x").unwrap_err(), Drop::NoSubscriber);
-        assert_eq!(e.encode(b"a", &[0; 101]).unwrap_err(), Drop::TooLarge);
+        assert_eq!(e.encode(b"zzz", b"x").unwrap_err(), Rejected::NoSubscriber);
+        assert_eq!(e.encode(b"a", &[0; 101]).unwrap_err(), Rejected::TooLarge);
         assert_eq!(e.stats.key_counts(0), (1, 1));
     }
 
@@ -267,6 +222,6 @@ mod tests {
     fn json_only_filters() {
         let mut e = encoder("a", false, true);
         assert!(e.encode(b"a", b"{}").is_ok());
-        assert_eq!(e.encode(b"a", b"{").unwrap_err(), Drop::NotJson);
+        assert_eq!(e.encode(b"a", b"{").unwrap_err(), Rejected::NotJson);
     }
 }

@@ -7,8 +7,9 @@
 //! crate runs its arguments through [`normalize`] first.
 //!
 //! Like Go, the last occurrence of a flag wins, and parsing stops at `--` or
-//! at the first argument that is not a flag (argh then rejects it as an
-//! unexpected positional argument).
+//! at the first argument that is not a flag; no binary takes positional
+//! arguments, so such a word is an error (even `help`, which argh alone
+//! would take as a request for the help).
 
 /// What the normaliser must know about a program's flags.
 pub struct FlagSpec<'a> {
@@ -174,8 +175,18 @@ pub fn parse_from<T: argh::FromArgs>(
     spec: &FlagSpec<'_>,
 ) -> Result<T, Exit> {
     let normalized = normalize(args, spec).map_err(Exit::Error)?;
-    if normalized.first().map(String::as_str) == Some("--version") {
-        return Err(Exit::Version);
+    match normalized.first().map(String::as_str) {
+        Some("--version") => return Err(Exit::Version),
+        Some("--help") if normalized.len() == 1 => {}
+        _ => {
+            // No binary takes positional arguments; refused here, because
+            // argh would read a bare `help` as a request for the help.
+            let tail = tail_of(&normalized, spec);
+            let tail = tail.strip_prefix(&["--".to_string()][..]).unwrap_or(tail);
+            if let Some(word) = tail.first() {
+                return Err(Exit::Error(format!("Unrecognized argument: {word}")));
+            }
+        }
     }
     let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
     T::from_args(&[prog], &refs).map_err(|early| {
@@ -185,6 +196,22 @@ pub fn parse_from<T: argh::FromArgs>(
             Exit::Error(one_line(&early.output))
         }
     })
+}
+
+/// The part of `normalize`'s output after the flags: what parsing stopped
+/// at (`--` or the first word that is not a flag) and everything after it.
+pub fn tail_of<'o>(normalized: &'o [String], spec: &FlagSpec<'_>) -> &'o [String] {
+    let mut i = 0;
+    while let Some(name) = normalized.get(i).and_then(|a| a.strip_prefix("--")) {
+        if spec.values.contains(&name) || spec.on_by_default.contains(&name) {
+            i += 2;
+        } else if spec.switches.contains(&name) {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    &normalized[i.min(normalized.len())..]
 }
 
 /// argh's error text, flattened to one line and in Go's single-dash spelling.
@@ -289,6 +316,27 @@ mod tests {
             ["--ws-port", "1", "extra", "-ws-insecure"]
         );
         assert_eq!(norm(&["--", "-x"]).unwrap(), ["--", "-x"]);
+    }
+
+    #[test]
+    fn a_positional_word_is_an_error_even_help() {
+        let spec = FlagSpec {
+            values: &["ws-port"],
+            switches: &["ws-insecure"],
+            on_by_default: &["ws-deflate"],
+        };
+        for (args, word) in [
+            (&["help"][..], "help"),
+            (&["-ws-insecure", "help"], "help"),
+            (&["-ws-port=1", "-ws-deflate=false", "x", "-h"], "x"),
+            (&["--", "help"], "help"),
+        ] {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            let got = parse_from::<Insecure>("p", &args, &spec).unwrap_err();
+            assert_eq!(got, Exit::Error(format!("Unrecognized argument: {word}")));
+        }
+        let help = parse_from::<Insecure>("p", &["-h".to_string()], &spec).unwrap_err();
+        assert!(matches!(help, Exit::Help(_)), "{help:?}");
     }
 
     /// A program with one switch, to see what argh makes of the output.

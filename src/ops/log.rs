@@ -8,7 +8,7 @@
 //! line instead; SIGHUP reopens the file (for logrotate) through
 //! [`LogHandle::reopen`].
 
-use crate::config::LogFormat;
+use crate::ops::config::LogFormat;
 use slog::{Drain, Level, Never, OwnedKVList, Record, KV};
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};

@@ -1,0 +1,207 @@
+//! From an accepted socket to a registered client: TLS (when configured),
+//! the upgrade request read within its deadline, the admission checks
+//! (channels, capacity), the 101, and then the client's own task, which
+//! the worker knows for as long as the client lives.
+
+use super::conn::{self, Conn, TcpReader, TcpWriter};
+use super::context::Context;
+use super::worker::Worker;
+use crate::channels::Selection;
+use crate::net::http;
+use crate::ws::deflate;
+use crate::ws::handshake::{self, Refusal};
+use bytes::BytesMut;
+use slog::{debug, info};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout_at;
+
+/// How long a refused client gets to read its answer before the close.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// One accepted socket: TLS (if configured), the upgrade, then the
+/// WebSocket connection until it ends.
+pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
+    let _ = stream.set_nodelay(true);
+    let ctx = w.ctx.clone();
+    let deadline = tokio::time::Instant::now() + ctx.cfg.handshake_timeout;
+    match &ctx.tls {
+        None => {
+            let mut stream = stream;
+            let Some(up) = upgrade(&mut stream, addr, &ctx, deadline).await else {
+                return;
+            };
+            let stream = Rc::new(stream);
+            let c = Conn::new(
+                Some(stream.clone()),
+                ctx.cfg.queue_bytes,
+                up.peer,
+                w.narrow(up.selection),
+            )
+            .with_deflate(up.deflate);
+            let c = Rc::new(c);
+            let buf = up.buf;
+            let reader = TcpReader(stream.clone());
+            // A task of its own: its future holds only what a live client
+            // needs, not the handshake's (the task sized for the handshake
+            // ends here and frees its memory).
+            tokio::task::spawn_local(attach(w, c, reader, TcpWriter(stream), buf));
+        }
+        Some(acceptor) => {
+            let mut tls = match timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return debug!(ctx.log, "[-][{addr}][tls] handshake failed: {e}"),
+                Err(_) => return debug!(ctx.log, "[-][{addr}][tls] handshake timed out"),
+            };
+            let Some(up) = upgrade(&mut tls, addr, &ctx, deadline).await else {
+                return;
+            };
+            let (reader, writer) = tokio::io::split(tls);
+            let c = Conn::new(None, ctx.cfg.queue_bytes, up.peer, w.narrow(up.selection))
+                .with_deflate(up.deflate);
+            tokio::task::spawn_local(attach(w, Rc::new(c), reader, writer, up.buf));
+        }
+    }
+}
+
+/// Registers an upgraded client with the worker for as long as it lives.
+async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(
+    w: Rc<Worker>,
+    c: Rc<Conn>,
+    reader: R,
+    writer: W,
+    buf: BytesMut,
+) {
+    w.add(c.clone());
+    let end = conn::run(&c, reader, writer, buf, w.ctx.cfg.max_message).await;
+    c.abort();
+    w.remove(&c);
+    debug!(w.ctx.log, "{}[disconnect] {end:?}", c.peer);
+}
+
+/// A client past its handshake.
+struct Upgraded {
+    /// `[X-Real-IP][remote address]`, for log lines.
+    peer: String,
+    /// Bytes the client sent right after its request.
+    buf: BytesMut,
+    /// What it chose to receive.
+    selection: Selection,
+    /// permessage-deflate agreed.
+    deflate: bool,
+}
+
+/// Reads the upgrade request within `deadline` and answers it.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    addr: SocketAddr,
+    ctx: &Context,
+    deadline: tokio::time::Instant,
+) -> Option<Upgraded> {
+    let mut buf = vec![0u8; handshake::MAX_REQUEST];
+    let mut filled = 0;
+    let request = timeout_at(deadline, read_request(stream, &mut buf, &mut filled, ctx)).await;
+    let admitted = match request {
+        Ok(Some(parsed)) => parsed.and_then(|acc| admit(acc, ctx)),
+        Ok(None) => {
+            debug!(
+                ctx.log,
+                "[-][{addr}][handshake] connection ended before a complete request"
+            );
+            return None;
+        }
+        Err(_) => {
+            info!(
+                ctx.log,
+                "[-][{addr}][handshake] refused: no complete request within {:?}",
+                ctx.cfg.handshake_timeout
+            );
+            ctx.stats.refused(0);
+            return None;
+        }
+    };
+    match admitted {
+        Ok((acc, selection, deflate)) => {
+            let peer = format!("[{}][{addr}]", acc.real_ip.as_deref().unwrap_or("-"));
+            let ext = deflate.then_some(deflate::RESPONSE);
+            let response = handshake::switching_protocols(&acc.accept, ext);
+            let written = timeout_at(deadline, stream.write_all(&response)).await;
+            if !matches!(written, Ok(Ok(()))) {
+                ctx.stats.closed();
+                ctx.account(Some(&selection), deflate, false);
+                return None;
+            }
+            info!(ctx.log, "{peer}[connect] OK");
+            let buf = BytesMut::from(&buf[acc.consumed..filled]);
+            Some(Upgraded {
+                peer,
+                buf,
+                selection,
+                deflate,
+            })
+        }
+        Err(refusal) => {
+            let real_ip = refusal.real_ip.as_deref().unwrap_or("-");
+            info!(
+                ctx.log,
+                "[{real_ip}][{addr}][handshake] refused: {} {}", refusal.status, refusal.reason
+            );
+            ctx.stats.refused(refusal.status);
+            http::answer_and_close(stream, &refusal.response(), REFUSAL_LINGER).await;
+            None
+        }
+    }
+}
+
+/// Reads until the request head parses (or fails to); `None` at EOF.
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+    filled: &mut usize,
+    ctx: &Context,
+) -> Option<Result<handshake::Accepted, Refusal>> {
+    loop {
+        let n = stream.read(&mut buf[*filled..]).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        *filled += n;
+        match handshake::parse(&buf[..*filled], &ctx.cfg.route, &ctx.cfg.origins) {
+            Ok(None) => continue,
+            Ok(Some(acc)) => return Some(Ok(acc)),
+            Err(refusal) => return Some(Err(refusal)),
+        }
+    }
+}
+
+/// After a valid upgrade request: the channels it asks for must be relayed
+/// here (404 otherwise) and there must be room (503 otherwise).
+fn admit(
+    acc: handshake::Accepted,
+    ctx: &Context,
+) -> Result<(handshake::Accepted, Selection, bool), Refusal> {
+    let refuse = |status, why: String| Refusal {
+        real_ip: acc.real_ip.clone(),
+        ..Refusal::new(status, why)
+    };
+    let selection = ctx
+        .cfg
+        .channels
+        .select(&acc.query)
+        .map_err(|why| refuse(404, why))?;
+    if !ctx.stats.try_open(ctx.cfg.max_connections) {
+        let why = format!(
+            "at capacity: -ws-max-connections is {}",
+            ctx.cfg.max_connections
+        );
+        return Err(refuse(503, why));
+    }
+    // Counted before the 101 goes out, so that a publish the client could
+    // see is never reported as reaching nobody (nor left uncompressed).
+    let deflate = ctx.cfg.deflate.is_some() && acc.deflate_offered;
+    ctx.account(Some(&selection), deflate, true);
+    Ok((acc, selection, deflate))
+}

@@ -1,0 +1,11 @@
+//! From the hub to the sockets: one worker per core, each owning its
+//! listener, its clients and their queues, writing each batch of messages
+//! to every client that wants it.
+
+pub(crate) mod accept;
+pub mod conn;
+pub(crate) mod context;
+pub mod hub;
+pub(crate) mod thread;
+pub(crate) mod uring;
+pub(crate) mod worker;

@@ -1,0 +1,36 @@
+//! Fuzz properties of the parsers that read untrusted bytes.
+//!
+//! Each function takes arbitrary bytes and panics when an invariant of the
+//! parser under test is broken. The libFuzzer targets in `fuzz/` call them,
+//! and so does `tests/fuzz_corpus.rs`, which replays the committed corpus in
+//! an ordinary `cargo test`: both run exactly the same checks.
+//!
+//! | function | parser |
+//! | --- | --- |
+//! | [`resp`] | [`crate::redis::resp::PushReader`] (cross-checked with `redis-protocol`) |
+//! | [`resp_request`] | the embedded broker's [`crate::redis::resp::request::next_request`] |
+//! | [`http_head`] | [`crate::net::http::parse_head`], then the checks of `POST /publish` and the routes of `/metrics` |
+//! | [`rs_url`] | `-rs-url` ([`crate::ops::config::RedisSettings::apply_url`]) |
+//! | [`handshake`] | [`crate::ws::handshake::parse`] |
+//! | [`client_frames`] | [`crate::ws::decode::Decoder`] |
+//! | [`origin`] | [`crate::ws::origin::Origin`] and `OriginPolicy::check` |
+//! | [`flags`] | [`crate::ops::flags::normalize`] with the relay's flags |
+
+mod client_frames;
+mod flags;
+mod handshake;
+mod http_head;
+mod origin;
+mod resp;
+mod resp_request;
+mod rs_url;
+mod split;
+
+pub use client_frames::{client_frames, WS_MAX_MESSAGE};
+pub use flags::flags;
+pub use handshake::handshake;
+pub use http_head::http_head;
+pub use origin::origin;
+pub use resp::{resp, RESP_MAX_PAYLOAD};
+pub use resp_request::resp_request;
+pub use rs_url::rs_url;

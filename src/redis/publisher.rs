@@ -1,0 +1,179 @@
+//! Publishing to Redis through one kept-open connection: what `POST
+//! /publish` does when the relay reads from Redis, so that every relay
+//! subscribed there receives the message. With `-rs-cluster` it is
+//! SPUBLISH, sent on to the node that owns the channel when the one asked
+//! answers `MOVED`.
+
+use super::connect::{ConnectError, RedisStream, Target};
+use super::resp::reply::{self, ReplyError};
+use super::resp::write::command;
+use bytes::BytesMut;
+use redis_protocol::resp2::types::BytesFrame;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+use tokio::time::timeout;
+
+/// Time for Redis to answer a PUBLISH.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Publishes to the configured Redis; requests take turns on one
+/// connection, made on first use.
+pub struct Publisher {
+    target: Target,
+    conn: Mutex<Option<RedisConn>>,
+}
+
+impl Publisher {
+    pub fn new(target: Target) -> Publisher {
+        Publisher {
+            target,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// PUBLISH (or SPUBLISH); Redis' count of receivers, or why not.
+    pub async fn publish(&self, channel: &[u8], payload: &[u8]) -> Result<i64, String> {
+        publish_redis(&self.target, &self.conn, channel, payload).await
+    }
+}
+
+/// The kept-open Redis connection of the endpoint.
+struct RedisConn {
+    stream: RedisStream,
+    buf: BytesMut,
+}
+
+/// Why a request on a Redis connection failed.
+enum RedisFailure {
+    /// The connection broke: worth one retry on a fresh one when it was
+    /// an old connection (Redis restarted or dropped it while idle).
+    Broken(String),
+    /// The connection can no longer be trusted (no answer in time, an
+    /// unreadable answer): dropped, no retry (the PUBLISH may have been
+    /// done).
+    Lost(String),
+    /// Redis answered with an error; the connection stays.
+    Refused(String),
+}
+
+/// Most `MOVED` redirects followed for one cluster publish.
+const MAX_REDIRECTS: usize = 3;
+
+/// PUBLISH through the shared connection: made on first use, made again
+/// (once) when a kept one turns out to be broken.
+async fn publish_redis(
+    target: &Target,
+    conn: &Mutex<Option<RedisConn>>,
+    channel: &[u8],
+    payload: &[u8],
+) -> Result<i64, String> {
+    let verb: &[u8] = if target.cluster() {
+        b"SPUBLISH"
+    } else {
+        b"PUBLISH"
+    };
+    let cmd = command(&[verb, channel, payload]);
+    let mut guard = conn.lock().await;
+    let mut node: Option<(String, u16)> = None;
+    let mut redirects = 0;
+    loop {
+        let reused = guard.is_some();
+        let c = match guard.as_mut() {
+            Some(c) => c,
+            None => {
+                let connecting = match &node {
+                    Some((host, port)) => target.connect_to(host, *port).await,
+                    None => target.connect().await,
+                };
+                let stream = connecting.map_err(|e| match e {
+                    ConnectError::Io(why) => {
+                        format!("Redis at {} is unreachable: {why}", target.describe())
+                    }
+                    ConnectError::Refused(why) => {
+                        format!("Redis at {} refused the relay: {why}", target.describe())
+                    }
+                })?;
+                guard.insert(RedisConn {
+                    stream,
+                    buf: BytesMut::with_capacity(256),
+                })
+            }
+        };
+        match c.request(&cmd).await {
+            Ok(n) => return Ok(n),
+            Err(RedisFailure::Broken(why)) => {
+                *guard = None;
+                if !reused {
+                    return Err(format!(
+                        "connection to Redis at {} lost: {why}",
+                        target.describe()
+                    ));
+                }
+            }
+            Err(RedisFailure::Lost(why)) => {
+                *guard = None;
+                return Err(why);
+            }
+            Err(RedisFailure::Refused(why)) => match moved_to(&why) {
+                Some(owner) if redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    node = Some(owner);
+                    *guard = None;
+                }
+                _ => return Err(why),
+            },
+        }
+    }
+}
+
+/// The node of a `MOVED <slot> <host>:<port>` answer.
+fn moved_to(error: &str) -> Option<(String, u16)> {
+    let addr = error.split("MOVED ").nth(1)?.split_whitespace().nth(1)?;
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+impl RedisConn {
+    /// Sends one command and reads its integer reply.
+    async fn request(&mut self, cmd: &[u8]) -> Result<i64, RedisFailure> {
+        let broken = |e: std::io::Error| RedisFailure::Broken(e.to_string());
+        self.stream.write_all(cmd).await.map_err(broken)?;
+        self.stream.flush().await.map_err(broken)?;
+        let frame = timeout(REDIS_TIMEOUT, reply::read(&mut self.stream, &mut self.buf))
+            .await
+            .map_err(|_| {
+                RedisFailure::Lost(format!("no answer from Redis within {REDIS_TIMEOUT:?}"))
+            })?
+            .map_err(|e| match e {
+                ReplyError::Io(_) => RedisFailure::Broken(e.to_string()),
+                ReplyError::Malformed(why) => RedisFailure::Lost(why),
+            })?;
+        match frame {
+            BytesFrame::Integer(n) => Ok(n),
+            BytesFrame::Error(e) => Err(RedisFailure::Refused(format!("Redis answered: {e}"))),
+            other => Err(RedisFailure::Lost(format!(
+                "unexpected answer from Redis: {other:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_answers() {
+        assert_eq!(
+            moved_to("MOVED 3300 127.0.0.1:7001"),
+            Some(("127.0.0.1".to_string(), 7001))
+        );
+        assert_eq!(
+            moved_to("Redis answered: MOVED 1 h:2"),
+            Some(("h".to_string(), 2))
+        );
+        assert_eq!(moved_to("ERR nope"), None);
+        assert_eq!(moved_to("MOVED 3300"), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! Building the relay's parts from the configuration: the counters, the
+//! hub and the ingest handle every source publishes through, the workers'
+//! shared context, the Redis subscriber (or cluster supervisor), and where
+//! `POST /publish` sends its messages.
+
+use crate::fanout::context::Context;
+use crate::fanout::hub::{Hub, Message};
+use crate::fanout::thread::Task;
+use crate::ingest::encode::Encoder;
+use crate::ingest::handle::Ingest;
+use crate::ingest::http_publish::Sink;
+use crate::ops::config::Config;
+use crate::ops::stats::Stats;
+use crate::redis::cluster::Cluster;
+use crate::redis::connect::Target;
+use crate::redis::publisher::Publisher;
+use crate::redis::subscriber::Subscriber;
+use slog::Logger;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
+
+/// The relay's parts, ready to run.
+pub struct Relay {
+    pub stats: Arc<Stats>,
+    pub ingest: Ingest,
+    /// One per worker: its end of the hub.
+    pub receivers: Vec<mpsc::Receiver<Message>>,
+    pub ctx: Arc<Context>,
+    /// The Redis side, run on worker 0's thread; `None` with the embedded
+    /// broker.
+    pub source: Option<Task>,
+    /// Where `POST /publish` sends messages (taken when it starts).
+    pub sink: Option<Sink>,
+    /// Told when Redis refuses the relay before its first subscription.
+    /// Never fires without Redis (its sender is dropped).
+    pub fatal: oneshot::Receiver<String>,
+}
+
+/// Builds every part; `embedded` when the embedded broker replaces Redis.
+pub fn build(
+    cfg: &Config,
+    log: &Logger,
+    tls: Option<TlsAcceptor>,
+    embedded: bool,
+) -> Result<Relay, String> {
+    let stats = Arc::new(Stats::new(cfg.workers, cfg.channels.keys().len()));
+    stats.embedded.store(embedded, Relaxed);
+    let encoder = Encoder::new(
+        Arc::new(cfg.channels.clone()),
+        cfg.envelope,
+        cfg.json_only,
+        cfg.max_payload,
+        stats.clone(),
+    )
+    .with_deflate(cfg.deflate);
+    let (hub, receivers) = Hub::new(cfg.workers);
+    let ingest = Ingest::new(encoder, hub, stats.clone());
+    let ctx = Arc::new(Context {
+        cfg: cfg.clone(),
+        log: log.clone(),
+        tls,
+        stats: stats.clone(),
+    });
+    let (fatal_tx, fatal) = oneshot::channel();
+    // Redis is configured (and its TLS files read) only when it is used.
+    let (source, sink) = if embedded {
+        (None, Sink::Local(ingest.clone()))
+    } else {
+        let target = Target::new(&cfg.redis)?;
+        let sub = Subscriber {
+            cfg: cfg.clone(),
+            target: target.clone(),
+            ingest: ingest.clone(),
+            log: log.clone(),
+            stats: stats.clone(),
+            fatal: Some(fatal_tx),
+            node: None,
+        };
+        (Some(source(sub)), Sink::Redis(Publisher::new(target)))
+    };
+    Ok(Relay {
+        stats,
+        ingest,
+        receivers,
+        ctx,
+        source,
+        sink: Some(sink),
+        fatal,
+    })
+}
+
+/// The subscriber's task: one connection, or one per cluster node.
+fn source(sub: Subscriber) -> Task {
+    match sub.cfg.redis.cluster {
+        true => Box::pin(Cluster::from(sub).run()),
+        false => Box::pin(sub.run()),
+    }
+}
