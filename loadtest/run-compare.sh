@@ -20,7 +20,11 @@
 #                        numbers at 50 msg/s, clients offering deflate)
 #   KINDS="floor pubsocketd"   servers, interleaved in this order; the first
 #                        is the reference of the ratios. pubsocketd-epoll and
-#                        pubsocketd-uring are pubsocketd with -io set
+#                        pubsocketd-uring are pubsocketd with -io set;
+#                        baseline is another build of pubsocketd (an earlier
+#                        commit's) at BASELINE_BIN, run with the same flags,
+#                        for before/after figures from one interleaved run
+#   BASELINE_BIN=path    the pubsocketd binary of the baseline kind
 #   OUT_DIR=target/loadtest-compare-<time>      where results and logs go
 #   SERVER_CORE=0 LOAD_CORE=1                   cores for the relay / Redis + load
 #   NO_BUILD=1           skip `cargo build --release`
@@ -117,10 +121,13 @@ start_server() { # kind, port, log, scenario -> sets SERVER_PID
             taskset -c "$SERVER_CORE" "$BIN/floor" --listen "127.0.0.1:$port" --redis "127.0.0.1:$RP" \
                 > "$log" 2>&1 &
             ;;
-        pubsocketd | pubsocketd-*)
-            local io=()
-            [ "$kind" != pubsocketd ] && io=(-io "${kind#pubsocketd-}")
-            taskset -c "$SERVER_CORE" "$BIN/pubsocketd" -ws-insecure -ws-host 127.0.0.1 -ws-port "$port" \
+        pubsocketd | pubsocketd-* | baseline)
+            local io=() bin="$BIN/pubsocketd"
+            case "$kind" in
+                pubsocketd-*) io=(-io "${kind#pubsocketd-}") ;;
+                baseline) bin="${BASELINE_BIN:?baseline needs BASELINE_BIN}" ;;
+            esac
+            taskset -c "$SERVER_CORE" "$bin" -ws-insecure -ws-host 127.0.0.1 -ws-port "$port" \
                 -rs-port "$RP" -workers 1 -ws-ping-interval "$pings" -log-level warn "${io[@]}" > "$log" 2>&1 &
             ;;
         *) echo "run-compare: unknown server kind $kind" >&2; return 1 ;;
