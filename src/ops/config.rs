@@ -446,6 +446,45 @@ impl Config {
     }
 }
 
+/// The host and port of a URL's authority: `host`, `host:port`, `[v6]` or
+/// `[v6]:port` (6379 when no port is given). Anything else is refused, not
+/// guessed at: an IPv6 address outside brackets, brackets inside a host,
+/// blanks or control characters.
+fn split_host_port(hostport: &str) -> Result<(&str, u16), &'static str> {
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => {
+            let (host, rest) = v6.split_once(']').ok_or("unclosed bracket in the host")?;
+            match rest {
+                "" => (host, None),
+                _ => (
+                    host,
+                    Some(
+                        rest.strip_prefix(':')
+                            .ok_or("junk after the bracketed host")?,
+                    ),
+                ),
+            }
+        }
+        None => match hostport.split_once(':') {
+            Some((host, port)) if !port.contains(':') => (host, Some(port)),
+            Some(_) => return Err("an IPv6 host goes in brackets"),
+            None => (hostport, None),
+        },
+    };
+    let odd = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '[' | ']');
+    if host.is_empty() {
+        return Err("no host");
+    }
+    if host.chars().any(odd) {
+        return Err("invalid host");
+    }
+    let port = match port {
+        None => 6379,
+        Some(p) => p.parse().map_err(|_| "invalid port")?,
+    };
+    Ok((host, port))
+}
+
 /// Decodes the user or password of a URL (RFC 3986 userinfo): `%XX` is a
 /// byte, and everything else is itself. Unlike a query string, `+` is a
 /// plus sign, not a space. `None` for a `%` not followed by two hex digits.
@@ -564,16 +603,7 @@ impl RedisSettings {
                 self.password = Some(Secret::new(decode(pass)?));
             }
         }
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => {
-                (h, p.parse().map_err(|_| bad("invalid port"))?)
-            }
-            _ => (hostport, 6379),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
+        let (host, port) = split_host_port(hostport).map_err(bad)?;
         self.host = host.to_string();
         self.port = port;
         Ok(())
@@ -834,6 +864,29 @@ mod tests {
             e.contains("malformed user or password") && !e.contains("p%zz"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn url_hosts_are_parsed_strictly() {
+        let ok = |url: &str| {
+            let c = parse(&["-ws-insecure", &format!("-rs-url={url}")]).unwrap();
+            (c.redis.host, c.redis.port)
+        };
+        assert_eq!(ok("redis://[::1]"), ("::1".into(), 6379));
+        assert_eq!(ok("redis://[::1]:7"), ("::1".into(), 7));
+        assert_eq!(ok("redis://h:8/0?x=1"), ("h".into(), 8));
+        for (url, why) in [
+            ("redis://[::1]:[::1]:6380", "invalid port"),
+            ("redis://[::1]x", "junk after the bracketed host"),
+            ("redis://[::1", "unclosed bracket in the host"),
+            ("redis://::1", "an IPv6 host goes in brackets"),
+            ("redis://a]b:1", "invalid host"),
+            ("redis://h:", "invalid port"),
+            ("redis://:1", "no host"),
+        ] {
+            let e = parse(&["-ws-insecure", &format!("-rs-url={url}")]).unwrap_err();
+            assert!(e.contains(why), "{url}: {e}");
+        }
     }
 
     #[test]
