@@ -5,7 +5,7 @@
 //! delivery is the queueing path: a clone of the shared `Bytes` handle
 //! pushed onto the client's queue, never a copy of the frame.
 //!
-//! Also the once-per-message side: `hub::Encoder::encode` (channel mask,
+//! Also the once-per-message side: `ingest::encode::Encoder::encode` (channel mask,
 //! counters, frame, channel name).
 
 mod common;

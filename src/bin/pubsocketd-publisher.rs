@@ -4,8 +4,9 @@
 //! every line becomes the JSON object `{"Data":"<line>"}` (or, with `-raw`,
 //! the line's bytes as they are) sent with `PUBLISH`.
 //!
-//! It speaks RESP over a plain `TcpStream` because it sends one command and
-//! needs no client library. Lines already waiting in stdin are pipelined and
+//! It speaks RESP over a plain `TcpStream` (the command written by the
+//! relay's own `redis::resp::write`) because it sends one command and needs
+//! no client library. Lines already waiting in stdin are pipelined and
 //! their replies read when stdin has nothing more buffered, so a piped file
 //! goes fast and an interactive line is published as soon as Enter is hit.
 
@@ -15,6 +16,7 @@ use std::process::exit;
 
 use argh::FromArgs;
 use pubsocketd::ops::flags::{parse_or_exit, FlagSpec};
+use pubsocketd::redis::resp::write::command;
 
 const PROG: &str = "pubsocketd-publisher";
 
@@ -124,13 +126,7 @@ struct Redis {
 impl Redis {
     /// Queues `PUBLISH channel payload` (sent by the next [`Redis::sync`]).
     fn publish(&mut self, channel: &[u8], payload: &[u8]) -> Result<(), String> {
-        let mut cmd = Vec::with_capacity(payload.len() + channel.len() + 48);
-        cmd.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n");
-        for arg in [channel, payload] {
-            cmd.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            cmd.extend_from_slice(arg);
-            cmd.extend_from_slice(b"\r\n");
-        }
+        let cmd = command(&[b"PUBLISH", channel, payload]);
         self.out.write_all(&cmd).map_err(|e| sending(&e))?;
         self.pending += 1;
         Ok(())
