@@ -106,3 +106,67 @@ async fn envelope_names_the_channel() {
     let v: serde_json::Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
     assert_eq!(v, serde_json::json!({"channel": "b", "data": "plain text"}));
 }
+
+/// Per-user channels under one pattern, with clients leaving and others
+/// taking their places: each client receives exactly its own channel's
+/// messages, in order, also after the relay's index reused the places of
+/// those that left, and a heartbeat still reaches everyone.
+#[tokio::test]
+async fn per_user_channels_with_clients_coming_and_going() {
+    let redis = RedisServer::start();
+    let r = Relay::insecure(
+        redis.port(),
+        &[
+            "-rs-channel=user.*,news",
+            "-workers=1",
+            "-ws-heartbeat",
+            "-ws-heartbeat-interval=1s",
+        ],
+    );
+    r.wait_subscribed(1);
+    let url = |u: usize| r.url(&format!("/?channel=user.{u}&channel=news"));
+    let mut users = Vec::new();
+    for u in 0..40 {
+        users.push(relay::connect(&url(u), None).await.unwrap());
+    }
+    // Every client leaves, the even ones with a close handshake, the odd
+    // ones by dropping the connection; the odd ones come back, and
+    // newcomers take user numbers 40..60.
+    for (u, ws) in users.drain(..).enumerate() {
+        if u % 2 == 0 {
+            relay::bye(ws).await;
+        }
+    }
+    let mut clients: Vec<(usize, relay::Ws)> = Vec::new();
+    for u in (1..40).step_by(2).chain(40..60) {
+        clients.push((u, relay::connect(&url(u), None).await.unwrap()));
+    }
+    for round in 0..3 {
+        for (u, _) in &clients {
+            redis.publish(&format!("user.{u}"), format!("{u}/{round}").as_bytes());
+        }
+    }
+    redis.publish("news", b"to all");
+    for (u, ws) in &mut clients {
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let m = next_data(ws, T).await;
+            let text = m.to_text().unwrap().to_string();
+            if !text.contains("heartbeat") {
+                got.push(text);
+            }
+        }
+        let want: Vec<String> = (0..3)
+            .map(|round| format!("{u}/{round}"))
+            .chain(["to all".to_string()])
+            .collect();
+        assert_eq!(got, want, "user {u}");
+    }
+    let (_, ws) = clients.first_mut().unwrap();
+    loop {
+        let m = next_data(ws, T).await;
+        if m.to_text().unwrap().contains("heartbeat") {
+            break;
+        }
+    }
+}

@@ -163,6 +163,8 @@ pub struct Conn {
     queue_limit: usize,
     /// Index in the worker's connection list.
     pub slot: Cell<usize>,
+    /// Where the worker's fan-out index keeps it (see `fanout::index`).
+    pub(crate) place: Cell<usize>,
     /// `[X-Real-IP][remote address]`, for log lines.
     pub peer: Box<str>,
     /// The channels this client chose; `None` for all of them.
@@ -187,6 +189,7 @@ impl Conn {
             last_seen: Cell::new(Instant::now()),
             queue_limit,
             slot: Cell::new(0),
+            place: Cell::new(0),
             peer: peer.into_boxed_str(),
             selection,
             deflate: false,

@@ -6,6 +6,7 @@ pub(crate) mod accept;
 pub mod conn;
 pub(crate) mod context;
 pub mod hub;
+pub(crate) mod index;
 pub(crate) mod thread;
 pub(crate) mod uring;
 pub(crate) mod worker;

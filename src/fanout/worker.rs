@@ -11,6 +11,7 @@
 use super::conn::{Conn, Delivery, State, MAX_IOV};
 use super::context::Context;
 use super::hub::Message;
+use super::index::Index;
 use super::uring;
 use crate::channels::Selection;
 use crate::ops::config::Io;
@@ -63,7 +64,10 @@ struct Prebuilt {
 /// The worker's state, shared by its loop and its connection tasks.
 pub(crate) struct Worker {
     pub(crate) ctx: Arc<Context>,
+    /// Every client, for the tick and the shutdown.
     conns: RefCell<Vec<Rc<Conn>>>,
+    /// The same clients by what they read, for the fan-out.
+    index: RefCell<Index>,
     frames: Prebuilt,
     next_ping: Cell<Instant>,
     /// The send ring under `-io=uring`; `None` under epoll.
@@ -103,6 +107,7 @@ impl Worker {
         Worker {
             ctx,
             conns: RefCell::new(Vec::new()),
+            index: RefCell::new(Index::default()),
             frames: Prebuilt {
                 ping: frame::encode(frame::OP_PING, b""),
                 going_away: frame::close(1001, "server shutting down"),
@@ -129,9 +134,10 @@ impl Worker {
         (ping / 5).clamp(Duration::from_millis(50), most)
     }
 
-    /// Sends a batch of messages to every client. The slices are built
-    /// once and every client that takes every channel gets the same ones;
-    /// a client that chose channels gets its subset, in order.
+    /// Sends a batch of messages to every client that wants them. The
+    /// slices are built once and every client that takes every channel
+    /// gets the same ones; a client that chose channels, found through the
+    /// index, gets its subset, in order.
     ///
     /// Frames are passed by reference: no reference count (an atomic shared
     /// with the other workers) is touched unless a frame must be queued.
@@ -169,19 +175,19 @@ impl Worker {
         ];
         let which = |c: &Conn| usize::from(compressed && c.deflate());
         let mut tally = Tally::default();
-        let conns = self.conns.borrow();
+        let mut index = self.index.borrow_mut();
+        let everyone = index.everyone();
         let mut ring = self.ring.borrow_mut();
         let mut sends = self.sends.borrow_mut();
-        for (token, c) in conns.iter().enumerate() {
+        for (token, c) in everyone.iter().enumerate() {
             let v = &variants[which(c)];
-            match (c.selection(), batchable(&ring, c)) {
-                (Some(sel), _) => self.deliver_selected(c, sel, batch, &mut tally),
-                (None, Some(fd)) => sends.push(uring::Send {
+            match batchable(&ring, c) {
+                Some(fd) => sends.push(uring::Send {
                     fd,
                     message: which(c),
                     token,
                 }),
-                (None, None) => {
+                None => {
                     let delivery = c.deliver(v.frames, v.slices, v.total);
                     self.record(c, delivery, n, v.total, &mut tally);
                 }
@@ -193,34 +199,37 @@ impl Worker {
                 uring::Message::new(variants[1].slices),
             ];
             ring.send_all(&messages, sends.drain(..), |token, result| {
-                let c = &conns[token];
+                let c = &everyone[token];
                 let v = &variants[which(c)];
                 let delivery = c.delivered(v.frames, result, v.total);
                 self.record(c, delivery, n, v.total, &mut tally);
             });
         }
+        index.for_each_chosen(batch, |c, mine| {
+            self.deliver_chosen(c, mine, batch, &mut tally)
+        });
         self.counters().add(tally.deliveries, tally.bytes);
     }
 
-    /// Sends a client that chose channels the messages of `batch` it wants.
-    fn deliver_selected(&self, c: &Conn, sel: &Selection, batch: &[Message], tally: &mut Tally) {
-        let mut mine: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
-        let mut mine_slices = [IoSlice::new(&[]); MAX_IOV];
-        let (mut k, mut len) = (0, 0);
-        for m in batch.iter().filter(|m| sel.wants(m.mask, &m.channel)) {
+    /// Sends a client that chose channels the messages of `batch` at the
+    /// indices `mine`.
+    fn deliver_chosen(&self, c: &Conn, mine: &[u16], batch: &[Message], tally: &mut Tally) {
+        let mut frames: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut len = 0;
+        for (k, &i) in mine.iter().enumerate() {
+            let m = &batch[i as usize];
             let f = match (c.deflate(), &m.deflated) {
                 (true, Some(z)) => z,
                 _ => &m.frame,
             };
-            mine[k] = f;
-            mine_slices[k] = IoSlice::new(f);
+            frames[k] = f;
+            slices[k] = IoSlice::new(f);
             len += f.len();
-            k += 1;
         }
-        if k > 0 {
-            let delivery = c.deliver(&mine[..k], &mine_slices[..k], len);
-            self.record(c, delivery, k, len, tally);
-        }
+        let k = mine.len();
+        let delivery = c.deliver(&frames[..k], &slices[..k], len);
+        self.record(c, delivery, k, len, tally);
     }
 
     /// Counts a delivery of `n` messages (`len` bytes), or closes a client
@@ -301,12 +310,14 @@ impl Worker {
     }
 
     pub(crate) fn add(&self, c: Rc<Conn>) {
+        self.index.borrow_mut().add(c.clone());
         let mut conns = self.conns.borrow_mut();
         c.slot.set(conns.len());
         conns.push(c);
     }
 
     pub(crate) fn remove(&self, c: &Conn) {
+        self.index.borrow_mut().remove(c);
         let mut conns = self.conns.borrow_mut();
         let i = c.slot.get();
         conns.swap_remove(i);
