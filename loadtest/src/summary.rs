@@ -36,6 +36,17 @@ const FIGURES: &[(&str, &str)] = &[
     ),
 ];
 
+/// `--mode summary`: `input` is a file of JSON lines, or `-` or `None`
+/// for stdin, so that run-compare.sh's results can be piped in.
+pub fn run(input: Option<&str>) -> Result<i32, String> {
+    let text = match input {
+        None | Some("-") => std::io::read_to_string(std::io::stdin()).map_err(|e| e.to_string())?,
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("cannot read {p}: {e}"))?,
+    };
+    print!("{}", summarize(&text));
+    Ok(0)
+}
+
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
