@@ -17,7 +17,13 @@
 #                        time one message takes to reach them all),
 #                        hold-19k-pings (19,000 clients × 10 msg/s for 60 s),
 #                        fanout-1k-words[-deflate] (1 KiB of words and
-#                        numbers at 50 msg/s, clients offering deflate)
+#                        numbers at 50 msg/s, clients offering deflate),
+#                        targeted-1k and targeted-19k (each client on its
+#                        own channel user.<i> under -rs-channel=user.*,
+#                        2,000 msg/s each to one random user: the relay's
+#                        CPU per message should not grow with the clients),
+#                        channels-1k (1,000 channels x 10 clients, 1,000
+#                        msg/s spread over them); not for the floor
 #   KINDS="floor pubsocketd"   servers, interleaved in this order; the first
 #                        is the reference of the ratios. pubsocketd-epoll and
 #                        pubsocketd-uring are pubsocketd with -io set;
@@ -100,6 +106,9 @@ scenario_args() {
         hold-19k-pings) echo "--mode fanout --clients 19000 --rate 10 --duration 60 --settle 5" ;;
         idle-19k) echo "--mode idle --clients 19000 --duration $DURATION" ;;
         idle-19k-pings) echo "--mode idle --clients 19000 --duration $DURATION" ;;
+        targeted-1k) echo "--mode fanout --clients 1000 --spread 1000 --channel user --rate 2000 --duration $DURATION --settle 5" ;;
+        targeted-19k) echo "--mode fanout --clients 19000 --spread 19000 --channel user --rate 2000 --duration $DURATION --settle 5" ;;
+        channels-1k) echo "--mode fanout --clients 10000 --spread 1000 --channel user --rate 1000 --duration $DURATION --settle 5" ;;
         *) echo "run-compare: unknown scenario $1" >&2; exit 1 ;;
     esac
 }
@@ -113,11 +122,21 @@ scenario_pings() {
     esac
 }
 
+# scenario -> the relay's channels: the pattern of the targeted scenarios.
+scenario_channels() {
+    case "$1" in
+        targeted-* | channels-*) echo "user.*" ;;
+        *) echo pubsocketd ;;
+    esac
+}
+
 start_server() { # kind, port, log, scenario -> sets SERVER_PID
-    local kind=$1 port=$2 log=$3 pings
+    local kind=$1 port=$2 log=$3 pings channels
     pings="$(scenario_pings "$4")"
+    channels="$(scenario_channels "$4")"
     case "$kind" in
         floor)
+            [ "$channels" = pubsocketd ] || { echo "run-compare: the floor relays one channel, not $4" >&2; return 1; }
             taskset -c "$SERVER_CORE" "$BIN/floor" --listen "127.0.0.1:$port" --redis "127.0.0.1:$RP" \
                 > "$log" 2>&1 &
             ;;
@@ -128,7 +147,7 @@ start_server() { # kind, port, log, scenario -> sets SERVER_PID
                 baseline) bin="${BASELINE_BIN:?baseline needs BASELINE_BIN}" ;;
             esac
             taskset -c "$SERVER_CORE" "$bin" -ws-insecure -ws-host 127.0.0.1 -ws-port "$port" \
-                -rs-port "$RP" -workers 1 -ws-ping-interval "$pings" -log-level warn "${io[@]}" > "$log" 2>&1 &
+                -rs-port "$RP" -rs-channel "$channels" -workers 1 -ws-ping-interval "$pings" -log-level warn "${io[@]}" > "$log" 2>&1 &
             ;;
         *) echo "run-compare: unknown server kind $kind" >&2; return 1 ;;
     esac

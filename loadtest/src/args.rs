@@ -63,6 +63,13 @@ pub struct Args {
     /// the Redis channel the relay subscribes to (default pubsocketd)
     #[argh(option, default = "String::from(\"pubsocketd\")")]
     pub channel: String,
+    /// targeted traffic over N channels: client i reads CHANNEL.<i mod N>
+    /// (`?channel=` added to the URL; the relay relays the pattern
+    /// CHANNEL.*), and each message goes to one of them at random, so it
+    /// reaches clients/N clients; --clients must be a multiple of N
+    /// (default 0: every client reads CHANNEL)
+    #[argh(option, default = "0")]
+    pub spread: usize,
     /// messages published per second (default 100)
     #[argh(option, default = "100.0")]
     pub rate: f64,
@@ -169,6 +176,9 @@ impl Args {
         }
         if self.clients == 0 || self.threads == 0 || self.connect_concurrency == 0 {
             return Err("--clients, --threads and --connect-concurrency must be at least 1".into());
+        }
+        if self.spread > 0 && !self.clients.is_multiple_of(self.spread) {
+            return Err("--clients must be a multiple of --spread".into());
         }
         Ok(Plan {
             server,

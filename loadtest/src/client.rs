@@ -31,6 +31,8 @@ pub struct ClientCfg {
     pub host: String,
     /// Request target: path and query.
     pub target: String,
+    /// `--spread`: client i adds `channel=<spread_channel>.<i mod N>`.
+    pub spread: Option<(String, usize)>,
     pub origin: Option<String>,
     /// Offer permessage-deflate.
     pub deflate: bool,
@@ -152,13 +154,14 @@ async fn upgrade(
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
     let key = wsframe::key(i as u64 ^ 0x5eed_0000_0000);
-    let req = wsframe::request(
-        &cfg.host,
-        &cfg.target,
-        cfg.origin.as_deref(),
-        &key,
-        cfg.deflate,
-    );
+    let target = match &cfg.spread {
+        None => std::borrow::Cow::Borrowed(cfg.target.as_str()),
+        Some((channel, n)) => {
+            let sep = if cfg.target.contains('?') { '&' } else { '?' };
+            format!("{}{sep}channel={channel}.{}", cfg.target, i % n).into()
+        }
+    };
+    let req = wsframe::request(&cfg.host, &target, cfg.origin.as_deref(), &key, cfg.deflate);
     stream
         .write_all(&req)
         .await

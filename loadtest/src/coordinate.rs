@@ -80,9 +80,10 @@ struct StepStart {
 
 impl StepStart {
     /// Every client that was connected when the step began should get
-    /// every message; one that left since counts as loss.
-    fn expected(&self, published: &StepPublished) -> u64 {
-        self.clients * published.sent
+    /// every message of its channel (all of them, or with `--spread N`
+    /// one in N); one that left since counts as loss.
+    fn expected(&self, published: &StepPublished, spread: usize) -> u64 {
+        self.clients * published.sent / spread.max(1) as u64
     }
 }
 
@@ -266,7 +267,7 @@ impl<'a> Coordinator<'a> {
         run_id: u64,
     ) -> Result<Measured, String> {
         let a = self.a;
-        let (mut publisher, subs) = Publisher::connect(redis, &a.channel, REDIS_WAIT)
+        let (mut publisher, subs) = Publisher::connect(redis, &a.channel, a.spread, REDIS_WAIT)
             .await
             .map_err(|e| format!("Redis at {redis}: {e}"))?;
         publisher.words = a.pad == "words";
@@ -332,7 +333,9 @@ impl<'a> Coordinator<'a> {
             .map_err(|e| format!("publishing to Redis at {redis}: {e}"))?;
         let m_pub = self.mark();
         publisher.drain(REDIS_WAIT).await;
-        let settle_secs = self.settle(i, start.expected(&published)).await;
+        let settle_secs = self
+            .settle(i, start.expected(&published, self.a.spread))
+            .await;
         Ok(self.step_report(i, rate, start, &published, &m_pub, settle_secs))
     }
 
@@ -388,7 +391,7 @@ impl<'a> Coordinator<'a> {
                 .ended
                 .duration_since(published.started)
                 .as_secs_f64(),
-            expected: start.expected(published),
+            expected: start.expected(published, self.a.spread),
             delivered: self.sh.step_delivered(i),
             settle_secs,
             p50_ms: q(0.5),

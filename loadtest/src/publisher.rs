@@ -47,6 +47,12 @@ pub struct Publisher {
     channel: String,
     pub counters: Arc<PubCounters>,
     seq: u64,
+    /// `--spread N`: per channel `<channel>.<k>`, its own sequence (so that
+    /// each client sees consecutive numbers), and the generator that picks
+    /// the channel of each message.
+    spread: Vec<u64>,
+    pick: u64,
+    name: Vec<u8>,
     buf: Vec<u8>,
     payload: Vec<u8>,
     /// Pad with words rather than `x`s (see [`payload::wordify`]).
@@ -81,11 +87,13 @@ async fn one_reply(sock: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Bytes
 
 impl Publisher {
     /// Connects and waits (up to `wait`) until the channel has at least one
-    /// subscriber, i.e. the relay is subscribed. Returns the publisher and
+    /// subscriber, i.e. the relay is subscribed (with `spread`, until some
+    /// pattern is: the relay reads `<channel>.*`). Returns the publisher and
     /// the subscriber count seen.
     pub async fn connect(
         addr: SocketAddr,
         channel: &str,
+        spread: usize,
         wait: Duration,
     ) -> io::Result<(Publisher, u64)> {
         let mut sock = TcpStream::connect(addr).await?;
@@ -94,13 +102,17 @@ impl Publisher {
         let mut buf = BytesMut::with_capacity(4096);
         let subscribers = loop {
             let mut cmd = Vec::new();
-            command(&mut cmd, &[b"PUBSUB", b"NUMSUB", channel.as_bytes()]);
+            match spread {
+                0 => command(&mut cmd, &[b"PUBSUB", b"NUMSUB", channel.as_bytes()]),
+                _ => command(&mut cmd, &[b"PUBSUB", b"NUMPAT"]),
+            }
             sock.write_all(&cmd).await?;
             let n = match one_reply(&mut sock, &mut buf).await? {
                 BytesFrame::Array(items) => match items.get(1) {
                     Some(BytesFrame::Integer(n)) => *n as u64,
                     _ => 0,
                 },
+                BytesFrame::Integer(n) => n as u64,
                 BytesFrame::Error(e) => return Err(io::Error::other(format!("Redis: {e}"))),
                 _ => 0,
             };
@@ -118,6 +130,9 @@ impl Publisher {
                 channel: channel.to_string(),
                 counters,
                 seq: 0,
+                spread: vec![0; spread],
+                pick: 0x9e37_79b9_7f4a_7c15,
+                name: Vec::new(),
                 buf: Vec::new(),
                 payload: Vec::new(),
                 words: false,
@@ -151,9 +166,9 @@ impl Publisher {
             }
             self.buf.clear();
             for _ in sent..due {
-                self.seq += 1;
+                let seq = self.next_channel();
                 let stamp = Stamp {
-                    seq: self.seq,
+                    seq,
                     t_ns: now_ns(),
                     run,
                     step,
@@ -161,12 +176,9 @@ impl Publisher {
                 self.payload.clear();
                 payload::encode(&stamp, size, &mut self.payload);
                 if self.words {
-                    payload::wordify(&mut self.payload, self.seq);
+                    payload::wordify(&mut self.payload, seq);
                 }
-                command(
-                    &mut self.buf,
-                    &[b"PUBLISH", self.channel.as_bytes(), &self.payload],
-                );
+                command(&mut self.buf, &[b"PUBLISH", &self.name, &self.payload]);
             }
             self.w.write_all(&self.buf).await?;
             self.counters.sent.fetch_add(due - sent, Relaxed);
@@ -177,6 +189,24 @@ impl Publisher {
             started,
             ended: Instant::now(),
         })
+    }
+
+    /// Picks the next message's channel (into `name`) and returns its
+    /// sequence number on that channel.
+    fn next_channel(&mut self) -> u64 {
+        self.name.clear();
+        self.name.extend_from_slice(self.channel.as_bytes());
+        if self.spread.is_empty() {
+            self.seq += 1;
+            return self.seq;
+        }
+        self.pick ^= self.pick << 13;
+        self.pick ^= self.pick >> 7;
+        self.pick ^= self.pick << 17;
+        let k = (self.pick % self.spread.len() as u64) as usize;
+        self.name.extend_from_slice(format!(".{k}").as_bytes());
+        self.spread[k] += 1;
+        self.spread[k]
     }
 
     /// Waits (up to `wait`) until every command sent has its reply.
