@@ -281,38 +281,13 @@ pub struct Config {
 impl Config {
     /// Checks the flags together; the error is one line for stderr.
     pub fn from_args(a: Args) -> Result<Config, String> {
-        let ip: IpAddr = a
-            .ws_host
-            .parse()
-            .or_else(|_| resolve_host(&a.ws_host))
-            .map_err(|e| format!("invalid -ws-host {:?}: {e}", a.ws_host))?;
-        if !a.ws_route.starts_with('/') || a.ws_route.contains(['?', '#', ' ']) {
-            return Err(format!(
-                "invalid -ws-route {:?}: must be a path starting with /",
-                a.ws_route
-            ));
-        }
-        let origins = if a.ws_insecure {
-            OriginPolicy::Any
-        } else if a.ws_origin.trim().is_empty() {
-            return Err("missing -ws-origin: give the allowed origin(s), e.g. -ws-origin=https://example.com, or -ws-insecure for debugging".into());
-        } else {
-            OriginPolicy::List(parse_origins(&a.ws_origin)?)
-        };
-        let tls = match (a.tls_cert.clone(), a.tls_key.clone()) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            _ => return Err("-tls-cert and -tls-key must be given together".into()),
-        };
-        let ping_interval = (!a.ws_ping_interval.is_zero()).then_some(a.ws_ping_interval);
-        if let Some(p) = ping_interval {
-            if a.ws_pong_timeout <= p {
-                return Err(format!(
-                    "-ws-pong-timeout ({:?}) must be longer than -ws-ping-interval ({:?})",
-                    a.ws_pong_timeout, p
-                ));
-            }
-        }
+        // Checked in this order, so that a command line with several
+        // mistakes always reports the same one.
+        let ip = listen_ip(&a.ws_host)?;
+        check_route(&a.ws_route)?;
+        let origins = origin_policy(&a)?;
+        let tls = pair(&a.tls_cert, &a.tls_key, "-tls-cert and -tls-key")?;
+        let ping_interval = ping_interval(&a)?;
         if a.ws_heartbeat && a.ws_heartbeat_interval.is_zero() {
             return Err("-ws-heartbeat-interval must be above 0".into());
         }
@@ -324,24 +299,8 @@ impl Config {
             );
         }
         let publish_token = secret(&a.publish_token, PUBLISH_TOKEN_ENV);
-        let publish = match (a.publish_addr, publish_token.clone()) {
-            (None, _) => None,
-            (Some(addr), Some(token)) => Some(Publish { addr, token }),
-            (Some(_), None) => {
-                return Err(format!(
-                    "-publish-addr needs a bearer token: -publish-token or ${PUBLISH_TOKEN_ENV}"
-                ))
-            }
-        };
-        let embedded_broker = match a.broker.as_str() {
-            "redis" => None,
-            "embedded" => Some(
-                format!("{}:{}", a.broker_host, a.broker_port)
-                    .parse()
-                    .map_err(|_| format!("invalid -broker-host {:?}", a.broker_host))?,
-            ),
-            other => return Err(format!("invalid -broker {other:?} (redis or embedded)")),
-        };
+        let publish = publish_endpoint(a.publish_addr, &publish_token)?;
+        let embedded_broker = embedded_broker(&a)?;
         if embedded_broker.is_some() && redis.cluster {
             return Err("-broker=embedded and -rs-cluster exclude each other".into());
         }
@@ -385,6 +344,84 @@ impl Config {
             io: a.io,
             shutdown_timeout: a.shutdown_timeout,
         })
+    }
+}
+
+/// `-ws-host`: an address, or a name resolved once at start.
+fn listen_ip(host: &str) -> Result<IpAddr, String> {
+    host.parse()
+        .or_else(|_| resolve_host(host))
+        .map_err(|e| format!("invalid -ws-host {host:?}: {e}"))
+}
+
+/// `-ws-route`: a path, without query or fragment.
+fn check_route(route: &str) -> Result<(), String> {
+    if !route.starts_with('/') || route.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "invalid -ws-route {route:?}: must be a path starting with /"
+        ));
+    }
+    Ok(())
+}
+
+/// `-ws-origin`, required unless `-ws-insecure`.
+fn origin_policy(a: &Args) -> Result<OriginPolicy, String> {
+    if a.ws_insecure {
+        Ok(OriginPolicy::Any)
+    } else if a.ws_origin.trim().is_empty() {
+        Err("missing -ws-origin: give the allowed origin(s), e.g. -ws-origin=https://example.com, or -ws-insecure for debugging".into())
+    } else {
+        Ok(OriginPolicy::List(parse_origins(&a.ws_origin)?))
+    }
+}
+
+/// Two flags that go together (a certificate and its key), or neither.
+fn pair<T: Clone>(a: &Option<T>, b: &Option<T>, what: &str) -> Result<Option<(T, T)>, String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Ok(Some((a.clone(), b.clone()))),
+        (None, None) => Ok(None),
+        _ => Err(format!("{what} must be given together")),
+    }
+}
+
+/// `-ws-ping-interval` (0: off), shorter than `-ws-pong-timeout`.
+fn ping_interval(a: &Args) -> Result<Option<Duration>, String> {
+    let ping = (!a.ws_ping_interval.is_zero()).then_some(a.ws_ping_interval);
+    match ping {
+        Some(p) if a.ws_pong_timeout <= p => Err(format!(
+            "-ws-pong-timeout ({:?}) must be longer than -ws-ping-interval ({:?})",
+            a.ws_pong_timeout, p
+        )),
+        _ => Ok(ping),
+    }
+}
+
+/// `-publish-addr`, which needs the token.
+fn publish_endpoint(
+    addr: Option<SocketAddr>,
+    token: &Option<Secret>,
+) -> Result<Option<Publish>, String> {
+    match (addr, token) {
+        (None, _) => Ok(None),
+        (Some(addr), Some(token)) => Ok(Some(Publish {
+            addr,
+            token: token.clone(),
+        })),
+        (Some(_), None) => Err(format!(
+            "-publish-addr needs a bearer token: -publish-token or ${PUBLISH_TOKEN_ENV}"
+        )),
+    }
+}
+
+/// `-broker=embedded`: the broker's address; `None` for Redis.
+fn embedded_broker(a: &Args) -> Result<Option<SocketAddr>, String> {
+    match a.broker.as_str() {
+        "redis" => Ok(None),
+        "embedded" => format!("{}:{}", a.broker_host, a.broker_port)
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("invalid -broker-host {:?}", a.broker_host)),
+        other => Err(format!("invalid -broker {other:?} (redis or embedded)")),
     }
 }
 
@@ -558,11 +595,11 @@ impl RedisSettings {
         if let Some(p) = secret(&a.rs_password, RS_PASSWORD_ENV) {
             s.password = Some(p);
         }
-        s.client_cert = match (&a.rs_client_cert, &a.rs_client_key) {
-            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-            (None, None) => None,
-            _ => return Err("-rs-client-cert and -rs-client-key must be given together".into()),
-        };
+        s.client_cert = pair(
+            &a.rs_client_cert,
+            &a.rs_client_key,
+            "-rs-client-cert and -rs-client-key",
+        )?;
         if s.user.is_some() && s.password.is_none() {
             return Err(format!(
                 "-rs-user needs a password: -rs-password or ${RS_PASSWORD_ENV}"

@@ -64,140 +64,181 @@ fn route(method: &str, path: &str, stats: &Stats, info: &Info) -> Response {
     }
 }
 
+/// The Prometheus text exposition being written.
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// One metric: its help and type lines, then a line per sample
+    /// (`labels` is `{…}` or empty).
+    fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(self.out, "{name}{labels} {value}");
+        }
+    }
+
+    /// A metric without labels.
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.metric(name, kind, help, &[(String::new(), value)]);
+    }
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(Relaxed)
+}
+
 /// The Prometheus text exposition of every counter.
 pub fn render(stats: &Stats, info: &Info) -> String {
-    let mut out = String::with_capacity(4096);
-    let (deliveries, bytes, queued) = stats.deliveries();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
+    let mut e = Exposition {
+        out: String::with_capacity(4096),
     };
-    let one = |v: u64| vec![(String::new(), v)];
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
-    metric(
+    process(&mut e, info);
+    connections(&mut e, stats, info);
+    per_key(&mut e, stats, info);
+    deliveries(&mut e, stats);
+    redis(&mut e, stats);
+    e.out
+}
+
+/// What is running: version, write backend, workers.
+fn process(e: &mut Exposition, info: &Info) {
+    let build = format!(
+        "{{version=\"{}\",io=\"{}\"}}",
+        env!("CARGO_PKG_VERSION"),
+        info.io
+    );
+    e.metric(
         "pubsocketd_build_info",
         "gauge",
         "Version of the running relay, and its write backend (-io).",
-        &[(
-            format!(
-                "{{version=\"{}\",io=\"{}\"}}",
-                env!("CARGO_PKG_VERSION"),
-                info.io
-            ),
-            1,
-        )],
+        &[(build, 1)],
     );
-    metric(
+    e.one(
         "pubsocketd_workers",
         "gauge",
         "Worker threads.",
-        &one(info.workers as u64),
+        info.workers as u64,
     );
-    metric(
+}
+
+/// Clients: open, the cap, accepted, refused by status.
+fn connections(e: &mut Exposition, stats: &Stats, info: &Info) {
+    e.one(
         "pubsocketd_connections_open",
         "gauge",
         "WebSocket clients connected now.",
-        &one(load(&stats.open)),
+        load(&stats.open),
     );
-    metric(
+    e.one(
         "pubsocketd_connections_max",
         "gauge",
         "Clients accepted at most (-ws-max-connections).",
-        &one(info.max_connections as u64),
+        info.max_connections as u64,
     );
-    metric(
+    e.one(
         "pubsocketd_connections_accepted_total",
         "counter",
         "WebSocket upgrades accepted.",
-        &one(load(&stats.accepted)),
+        load(&stats.accepted),
     );
     let refused: Vec<(String, u64)> = stats
         .refusals()
         .map(|(status, n)| {
-            let label = if status == 0 {
-                "timeout".to_string()
-            } else {
-                status.to_string()
+            let label = match status {
+                0 => "timeout".to_string(),
+                s => s.to_string(),
             };
             (format!("{{status=\"{label}\"}}"), n)
         })
         .collect();
-    metric(
+    e.metric(
         "pubsocketd_handshakes_refused_total",
         "counter",
         "Upgrade requests refused, by HTTP status (timeout: no complete request in time).",
         &refused,
     );
-    let per_key = |pick: fn(&KeyCounters) -> u64| -> Vec<(String, u64)> {
+}
+
+/// Messages and clients per configured channel or pattern.
+fn per_key(e: &mut Exposition, stats: &Stats, info: &Info) {
+    let samples = |pick: fn(&KeyCounters) -> u64| -> Vec<(String, u64)> {
         info.keys
             .iter()
             .zip(stats.keys.iter())
             .map(|(name, k)| (format!("{{channel=\"{}\"}}", escape(name)), pick(k)))
             .collect()
     };
-    metric(
+    e.metric(
         "pubsocketd_messages_received_total",
         "counter",
         "Messages received (from Redis or the embedded broker), per configured channel or pattern.",
-        &per_key(|k| k.received.load(Relaxed)),
+        &samples(|k| k.received.load(Relaxed)),
     );
-    metric(
+    e.metric(
         "pubsocketd_messages_dropped_total",
         "counter",
         "Messages received but not relayed (over -rs-max-payload, or not JSON with -ws-json-only).",
-        &per_key(|k| k.dropped.load(Relaxed)),
+        &samples(|k| k.dropped.load(Relaxed)),
     );
-    metric(
+    e.metric(
         "pubsocketd_channel_clients",
         "gauge",
         "Clients receiving each configured channel or pattern.",
-        &per_key(|k| k.clients.load(Relaxed)),
+        &samples(|k| k.clients.load(Relaxed)),
     );
-    metric(
+}
+
+/// What reached the sockets, what waits, and who was closed for it.
+fn deliveries(e: &mut Exposition, stats: &Stats) {
+    let (deliveries, bytes, queued) = stats.deliveries();
+    e.one(
         "pubsocketd_deliveries_total",
         "counter",
         "Messages handed to client sockets (one per client per message).",
-        &one(deliveries),
+        deliveries,
     );
-    metric(
+    e.one(
         "pubsocketd_delivered_bytes_total",
         "counter",
         "Bytes of the frames handed to client sockets.",
-        &one(bytes),
+        bytes,
     );
-    metric(
+    e.one(
         "pubsocketd_queued_bytes",
         "gauge",
         "Bytes waiting in client queues (sampled once a second per worker).",
-        &one(queued),
+        queued,
     );
-    metric(
+    e.one(
         "pubsocketd_slow_consumer_closes_total",
         "counter",
         "Clients closed with 1008 for falling behind by more than -ws-queue-bytes.",
-        &one(load(&stats.slow_closed)),
+        load(&stats.slow_closed),
     );
-    metric(
+    e.one(
         "pubsocketd_pong_timeout_closes_total",
         "counter",
         "Clients dropped after -ws-pong-timeout of silence.",
-        &one(load(&stats.pong_timeouts)),
+        load(&stats.pong_timeouts),
     );
-    metric(
+}
+
+/// The Redis link.
+fn redis(e: &mut Exposition, stats: &Stats) {
+    e.one(
         "pubsocketd_redis_connected",
         "gauge",
         "1 while subscribed to Redis.",
-        &one(u64::from(stats.redis_up.load(Relaxed))),
+        u64::from(stats.redis_up.load(Relaxed)),
     );
-    metric(
+    e.one(
         "pubsocketd_redis_reconnects_total",
         "counter",
         "Subscriptions restored after a lost Redis connection.",
-        &one(load(&stats.redis_reconnects)),
+        load(&stats.redis_reconnects),
     );
-    out
 }
 
 /// Escapes a Prometheus label value.
