@@ -1,20 +1,19 @@
 //! The configured channels and patterns, and what each client chose.
 //!
-//! `-rs-channel` lists up to 63 *keys*: channel names, or patterns (names
-//! with glob characters, subscribed with PSUBSCRIBE). Every message carries
-//! the set of keys its channel matches as a bit mask, computed once by the
-//! subscriber, so a worker decides whether a client wants a message with
-//! one AND. A client may also pick a concrete channel that one of the
-//! patterns covers; those few clients are matched by name.
+//! `-rs-channel` lists up to [`MAX_KEYS`] *keys*: channel names, or
+//! patterns (names with glob characters, subscribed with PSUBSCRIBE). The
+//! keys a message's channel matches are found once per message, by the
+//! source ([`Channels::keys_for`]: one hash lookup for the names, one glob
+//! match per pattern), and travel with it as a [`KeySet`]; nothing is
+//! matched per client. A client may also pick a concrete channel that one
+//! of the patterns covers.
 
 use bytes::Bytes;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-/// Most keys in `-rs-channel`: one bit each in a `u64`, whose all-ones
-/// value is kept for [`BROADCAST`].
-pub const MAX_KEYS: usize = 63;
-/// The mask of a message every client gets (the heartbeat).
-pub const BROADCAST: u64 = u64::MAX;
+/// Most keys in `-rs-channel`.
+pub const MAX_KEYS: usize = 10_000;
 
 /// One entry of `-rs-channel`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,24 +26,49 @@ pub struct Key {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channels {
     keys: Vec<Key>,
+    /// The names (not patterns), to their index in `keys`.
+    names: HashMap<Box<[u8]>, u32>,
+    /// The indexes of the patterns, in `-rs-channel` order.
+    patterns: Vec<u32>,
 }
 
-/// What one client receives.
+/// The configured keys a message's channel matches, by index.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KeySet {
+    /// None: nobody reads the channel.
+    #[default]
+    Nothing,
+    /// Every client, whatever it chose (the heartbeat).
+    Broadcast,
+    /// The common case: one key, no allocation.
+    One(u32),
+    /// A name and patterns, or several patterns, that overlap.
+    Many(Arc<[u32]>),
+}
+
+impl KeySet {
+    /// The keys matched (none for `Nothing` and `Broadcast`).
+    pub fn ids(&self) -> &[u32] {
+        match self {
+            KeySet::Nothing | KeySet::Broadcast => &[],
+            KeySet::One(id) => std::slice::from_ref(id),
+            KeySet::Many(ids) => ids,
+        }
+    }
+
+    pub fn is_nothing(&self) -> bool {
+        matches!(self, KeySet::Nothing)
+    }
+}
+
+/// What one client receives, when it chose (a client that did not reads
+/// every key and has no `Selection`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Selection {
-    /// Keys chosen whole.
-    pub keys: u64,
+    /// Keys chosen whole, by index, ascending.
+    pub keys: Box<[u32]>,
     /// Concrete channels chosen under a pattern key.
     pub channels: Box<[Bytes]>,
-}
-
-impl Selection {
-    /// Whether a message with `mask` on `channel` is for this client.
-    pub fn wants(&self, mask: u64, channel: &[u8]) -> bool {
-        mask == BROADCAST
-            || self.keys & mask != 0
-            || self.channels.iter().any(|c| c.as_ref() == channel)
-    }
 }
 
 /// Whether `name` is a Redis glob pattern rather than a channel name.
@@ -56,8 +80,9 @@ impl Channels {
     /// Parses the comma-separated `-rs-channel` list.
     pub fn parse(list: &str) -> Result<Channels, String> {
         let mut keys: Vec<Key> = Vec::new();
+        let mut seen = HashSet::new();
         for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            if keys.iter().any(|k| k.name == name) {
+            if !seen.insert(name) {
                 continue;
             }
             keys.push(Key {
@@ -74,31 +99,74 @@ impl Channels {
                 keys.len()
             ));
         }
-        Ok(Channels { keys })
+        Ok(Channels::of(keys))
+    }
+
+    fn of(keys: Vec<Key>) -> Channels {
+        let mut names = HashMap::new();
+        let mut patterns = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            match k.pattern {
+                true => patterns.push(i as u32),
+                false => {
+                    names.insert(k.name.as_bytes().into(), i as u32);
+                }
+            }
+        }
+        Channels {
+            keys,
+            names,
+            patterns,
+        }
     }
 
     pub fn keys(&self) -> &[Key] {
         &self.keys
     }
 
-    /// Every key: what a client that chose nothing receives.
-    pub fn all(&self) -> u64 {
-        (1u64 << self.keys.len()) - 1
+    /// The keys for a log line: `the NAME channel` for one name, else the
+    /// list, cut after the first 16 (a list of thousands is not a line).
+    pub fn describe(&self, many_prefix: &str) -> String {
+        const SHOWN: usize = 16;
+        if let [one] = &self.keys[..] {
+            if !one.pattern {
+                return format!("the {} channel", one.name);
+            }
+        }
+        let names: Vec<&str> = self
+            .keys
+            .iter()
+            .take(SHOWN)
+            .map(|k| k.name.as_str())
+            .collect();
+        let more = match self.keys.len() {
+            n if n > SHOWN => format!(" and {} more", n - SHOWN),
+            _ => String::new(),
+        };
+        format!("{many_prefix}{}{more}", names.join(", "))
     }
 
-    /// The keys a message on `channel` matches.
-    pub fn mask_for(&self, channel: &[u8]) -> u64 {
-        self.keys
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| {
-                if k.pattern {
-                    glob_match(k.name.as_bytes(), channel)
-                } else {
-                    k.name.as_bytes() == channel
-                }
-            })
-            .fold(0, |m, (i, _)| m | 1 << i)
+    /// The keys a message on `channel` matches: the name, then the
+    /// patterns, in `-rs-channel` order.
+    pub fn keys_for(&self, channel: &[u8]) -> KeySet {
+        let mut set = match self.names.get(channel) {
+            Some(&id) => KeySet::One(id),
+            None => KeySet::Nothing,
+        };
+        for &id in &self.patterns {
+            if glob_match(self.keys[id as usize].name.as_bytes(), channel) {
+                set = match set {
+                    KeySet::Nothing => KeySet::One(id),
+                    KeySet::One(first) => KeySet::Many(Arc::from([first, id])),
+                    other => {
+                        let mut ids = other.ids().to_vec();
+                        ids.push(id);
+                        KeySet::Many(ids.into())
+                    }
+                };
+            }
+        }
+        set
     }
 
     /// Whether a `pmessage` for `channel` received through `pattern` is the
@@ -107,23 +175,23 @@ impl Channels {
     /// name, else the push of the first matching pattern, so each publish
     /// reaches a client once.
     pub fn relays_pattern_copy(&self, pattern: &[u8], channel: &[u8]) -> bool {
-        let mut first = None;
-        for k in &self.keys {
-            if !k.pattern && k.name.as_bytes() == channel {
-                return false;
-            }
-            if first.is_none() && k.pattern && glob_match(k.name.as_bytes(), channel) {
-                first = Some(k.name.as_bytes());
-            }
+        if self.names.contains_key(channel) {
+            return false;
         }
+        let first = self
+            .patterns
+            .iter()
+            .map(|&id| self.keys[id as usize].name.as_bytes())
+            .find(|p| glob_match(p, channel));
         first == Some(pattern)
     }
 
     /// The selection for a request's query string (`channel=a&channel=b`);
-    /// no `channel` parameter means every key. A name outside the keys and
-    /// their patterns is refused.
-    pub fn select(&self, query: &str) -> Result<Selection, String> {
-        let mut keys = 0u64;
+    /// `None` (every key) when it names no channel, or every key and
+    /// nothing else. A name outside the keys and their patterns is
+    /// refused.
+    pub fn select(&self, query: &str) -> Result<Option<Selection>, String> {
+        let mut keys: Vec<u32> = Vec::new();
         let mut channels: Vec<Bytes> = Vec::new();
         let mut any = false;
         for (name, value) in query.split('&').filter_map(|p| p.split_once('=')) {
@@ -132,13 +200,11 @@ impl Channels {
             }
             any = true;
             let value = percent_decode(value).ok_or("malformed channel name in the query")?;
-            if let Some(i) = self
-                .keys
-                .iter()
-                .position(|k| k.name.as_bytes() == value.as_slice())
-            {
-                keys |= 1 << i;
-            } else if self.mask_for(&value) != 0 {
+            if let Some(&id) = self.names.get(value.as_slice()) {
+                keys.push(id);
+            } else if let Some(id) = self.pattern_id(&value) {
+                keys.push(id);
+            } else if !self.keys_for(&value).is_nothing() {
                 if !channels.iter().any(|c| c.as_ref() == value.as_slice()) {
                     channels.push(Bytes::from(value));
                 }
@@ -149,13 +215,37 @@ impl Channels {
                 ));
             }
         }
-        if !any {
-            keys = self.all();
+        keys.sort_unstable();
+        keys.dedup();
+        let everything = keys.len() == self.keys.len() && channels.is_empty();
+        if !any || everything {
+            return Ok(None);
         }
-        Ok(Selection {
-            keys,
-            channels: channels.into_boxed_slice(),
-        })
+        Ok(Some(Selection {
+            keys: keys.into(),
+            channels: channels.into(),
+        }))
+    }
+
+    /// The index of the pattern key spelled `name` (a client may choose a
+    /// pattern whole).
+    fn pattern_id(&self, name: &[u8]) -> Option<u32> {
+        self.patterns
+            .iter()
+            .copied()
+            .find(|&id| self.keys[id as usize].name.as_bytes() == name)
+    }
+
+    /// The keys a client counts under in the per-key gauges: those it
+    /// chose whole, and those its chosen channels match.
+    pub fn counted_keys(&self, sel: &Selection) -> Vec<u32> {
+        let mut ids = sel.keys.to_vec();
+        for ch in sel.channels.iter() {
+            ids.extend_from_slice(self.keys_for(ch).ids());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 }
 
@@ -302,31 +392,54 @@ mod tests {
     }
 
     #[test]
-    fn keys_masks_and_selection() {
+    fn keys_and_selection() {
         let c = Channels::parse("alerts, news.*, ,alerts,sport?").unwrap();
         assert_eq!(c.keys().len(), 3);
-        assert_eq!(c.all(), 0b111);
-        assert_eq!(c.mask_for(b"alerts"), 0b001);
-        assert_eq!(c.mask_for(b"news.uk"), 0b010);
-        assert_eq!(c.mask_for(b"sports"), 0b100);
-        assert_eq!(c.mask_for(b"other"), 0);
-        assert_eq!(c.select("").unwrap().keys, 0b111);
-        assert_eq!(c.select("x=1").unwrap().keys, 0b111);
+        assert_eq!(c.keys_for(b"alerts"), KeySet::One(0));
+        assert_eq!(c.keys_for(b"news.uk"), KeySet::One(1));
+        assert_eq!(c.keys_for(b"sports"), KeySet::One(2));
+        assert_eq!(c.keys_for(b"other"), KeySet::Nothing);
+        assert_eq!(c.select("").unwrap(), None);
+        assert_eq!(c.select("x=1").unwrap(), None);
+        let all = c.select("channel=alerts&channel=news.*&channel=sport?");
+        assert_eq!(all.unwrap(), None, "every key named is everything");
         let s = c
             .select("channel=alerts&channel=news.uk&channel=news%2Euk")
+            .unwrap()
             .unwrap();
-        assert_eq!(s.keys, 0b001);
+        assert_eq!(&s.keys[..], &[0]);
         assert_eq!(&s.channels[..], &[Bytes::from_static(b"news.uk")]);
-        assert!(s.wants(0b001, b"alerts"));
-        assert!(s.wants(0b010, b"news.uk"));
-        assert!(!s.wants(0b010, b"news.fr"));
-        assert!(s.wants(BROADCAST, b""));
-        assert_eq!(c.select("channel=news.*").unwrap().keys, 0b010);
+        assert_eq!(c.counted_keys(&s), [0, 1]);
+        let s = c.select("channel=news.*").unwrap().unwrap();
+        assert_eq!(&s.keys[..], &[1]);
         assert!(c
             .select("channel=secret")
             .unwrap_err()
             .contains("\"secret\""));
         assert!(c.select("channel=%zz").is_err());
+    }
+
+    #[test]
+    fn log_lines_name_the_keys_up_to_sixteen() {
+        let one = Channels::parse("pubsocketd").unwrap();
+        assert_eq!(one.describe("the channels "), "the pubsocketd channel");
+        let two = Channels::parse("a,b.*").unwrap();
+        assert_eq!(two.describe(""), "a, b.*");
+        let list: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+        let many = Channels::parse(&list.join(",")).unwrap().describe("");
+        assert!(
+            many.starts_with("c0, c1, ") && many.ends_with("c15 and 4 more"),
+            "{many}"
+        );
+    }
+
+    #[test]
+    fn overlapping_keys_are_all_found() {
+        let c = Channels::parse("a.x,a.*,*,b").unwrap();
+        assert_eq!(c.keys_for(b"a.x").ids(), [0, 1, 2]);
+        assert_eq!(c.keys_for(b"a.y").ids(), [1, 2]);
+        assert_eq!(c.keys_for(b"b").ids(), [3, 2]);
+        assert_eq!(KeySet::Broadcast.ids(), [] as [u32; 0]);
     }
 
     #[test]
@@ -343,12 +456,10 @@ mod tests {
 
     #[test]
     fn limits() {
-        let many: Vec<String> = (0..64).map(|i| format!("c{i}")).collect();
+        let many: Vec<String> = (0..=MAX_KEYS).map(|i| format!("user.{i}")).collect();
         assert!(Channels::parse(&many.join(",")).is_err());
-        assert_eq!(
-            Channels::parse(&many[..63].join(",")).unwrap().all(),
-            u64::MAX >> 1
-        );
+        let c = Channels::parse(&many[..MAX_KEYS].join(",")).unwrap();
+        assert_eq!(c.keys_for(b"user.9999"), KeySet::One(9999));
         assert!(Channels::parse(" , ").is_err());
     }
 }

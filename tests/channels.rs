@@ -170,3 +170,28 @@ async fn per_user_channels_with_clients_coming_and_going() {
         }
     }
 }
+
+/// The most keys `-rs-channel` takes: each is subscribed, and a client of
+/// the last one, like a client of everything, receives what is published
+/// there; one more is a flag error.
+#[tokio::test]
+async fn ten_thousand_channels() {
+    let redis = RedisServer::start();
+    let names: Vec<String> = (0..10_000).map(|i| format!("c{i}")).collect();
+    let list = format!("-rs-channel={}", names.join(","));
+    let r = Relay::insecure(redis.port(), &[&list]);
+    r.wait_subscribed(1);
+    assert_eq!(redis.subscriber_count("c9999"), 1);
+    let mut last = relay::connect(&r.url("/?channel=c9999"), None)
+        .await
+        .unwrap();
+    let mut all = relay::connect(&r.url("/"), None).await.unwrap();
+    redis.publish("c0", b"first");
+    redis.publish("c9999", b"last");
+    expect(&mut all, &["first", "last"]).await;
+    expect(&mut last, &["last"]).await;
+    let too_many = format!("-rs-channel={},one-more", names.join(","));
+    let (status, _, err) = relay::run(&["-ws-insecure", &too_many]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("at most 10000"), "{err}");
+}

@@ -39,7 +39,7 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 Some(stream.clone()),
                 ctx.cfg.queue_bytes,
                 up.peer,
-                w.narrow(up.selection),
+                up.selection,
             )
             .with_deflate(up.deflate);
             let c = Rc::new(c);
@@ -60,7 +60,7 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 return;
             };
             let (reader, writer) = tokio::io::split(tls);
-            let c = Conn::new(None, ctx.cfg.queue_bytes, up.peer, w.narrow(up.selection))
+            let c = Conn::new(None, ctx.cfg.queue_bytes, up.peer, up.selection)
                 .with_deflate(up.deflate);
             tokio::task::spawn_local(attach(w, Rc::new(c), reader, writer, up.buf));
         }
@@ -89,7 +89,7 @@ struct Upgraded {
     /// Bytes the client sent right after its request.
     buf: BytesMut,
     /// What it chose to receive.
-    selection: Selection,
+    selection: Option<Box<Selection>>,
     /// permessage-deflate agreed.
     deflate: bool,
 }
@@ -131,7 +131,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
             let written = timeout_at(deadline, stream.write_all(&response)).await;
             if !matches!(written, Ok(Ok(()))) {
                 ctx.stats.closed();
-                ctx.account(Some(&selection), deflate, false);
+                ctx.account(selection.as_deref(), deflate, false);
                 return None;
             }
             info!(ctx.log, "{peer}[connect] OK");
@@ -182,7 +182,7 @@ async fn read_request<S: AsyncRead + Unpin>(
 fn admit(
     acc: handshake::Accepted,
     ctx: &Context,
-) -> Result<(handshake::Accepted, Selection, bool), Refusal> {
+) -> Result<(handshake::Accepted, Option<Box<Selection>>, bool), Refusal> {
     let refuse = |status, why: String| Refusal {
         real_ip: acc.real_ip.clone(),
         ..Refusal::new(status, why)
@@ -191,7 +191,8 @@ fn admit(
         .cfg
         .channels
         .select(&acc.query)
-        .map_err(|why| refuse(404, why))?;
+        .map_err(|why| refuse(404, why))?
+        .map(Box::new);
     if !ctx.stats.try_open(ctx.cfg.max_connections) {
         let why = format!(
             "at capacity: -ws-max-connections is {}",
@@ -202,6 +203,6 @@ fn admit(
     // Counted before the 101 goes out, so that a publish the client could
     // see is never reported as reaching nobody (nor left uncompressed).
     let deflate = ctx.cfg.deflate.is_some() && acc.deflate_offered;
-    ctx.account(Some(&selection), deflate, true);
+    ctx.account(selection.as_deref(), deflate, true);
     Ok((acc, selection, deflate))
 }

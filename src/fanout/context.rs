@@ -2,7 +2,7 @@
 //! TLS acceptor and the counters, and the one way a client is counted in
 //! and out of the per-channel gauges (at the upgrade and at the close).
 
-use crate::channels::{Channels, Selection};
+use crate::channels::Selection;
 use crate::ops::config::Config;
 use crate::ops::stats::Stats;
 use slog::Logger;
@@ -19,23 +19,15 @@ pub struct Context {
 
 impl Context {
     /// Counts a client in (or out of) the per-channel gauges, and among
-    /// the deflate clients the encoder compresses for.
+    /// the deflate clients the encoder compresses for. Runs at the upgrade
+    /// and at the close, never per message.
     pub(crate) fn account(&self, selection: Option<&Selection>, deflate: bool, joined: bool) {
-        let mask = counted_mask(&self.cfg.channels, selection);
-        self.stats.clients_of(mask, joined);
-        if deflate {
-            self.stats.deflate_clients_of(mask, joined);
+        match selection {
+            None => self.stats.clients_of(None, deflate, joined),
+            Some(sel) => {
+                let keys = self.cfg.channels.counted_keys(sel);
+                self.stats.clients_of(Some(&keys), deflate, joined);
+            }
         }
-    }
-}
-
-/// The keys a client counts under in the per-channel client gauges.
-fn counted_mask(channels: &Channels, selection: Option<&Selection>) -> u64 {
-    match selection {
-        None => channels.all(),
-        Some(sel) => sel
-            .channels
-            .iter()
-            .fold(sel.keys, |m, ch| m | channels.mask_for(ch)),
     }
 }

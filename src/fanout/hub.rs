@@ -6,6 +6,7 @@
 //! pressure: a worker that falls behind makes the sources wait, and a
 //! waiting subscriber stops reading Redis, which then buffers on its side.
 
+use crate::channels::KeySet;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -20,8 +21,8 @@ pub struct Message {
     /// The same message compressed (permessage-deflate), for the clients
     /// that negotiated it; `None` when not worth it (small, or nobody).
     pub deflated: Option<Bytes>,
-    /// The configured keys the channel matches (`BROADCAST` for all).
-    pub mask: u64,
+    /// The configured keys the channel matches.
+    pub keys: KeySet,
     /// The channel, for clients that chose one under a pattern.
     pub channel: Bytes,
 }

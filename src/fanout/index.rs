@@ -6,12 +6,12 @@
 //! with the shared batched path. A client that chose keys or concrete
 //! channels is found through the index instead: one list per configured
 //! key, one per concrete channel. A batch then costs a lookup of each
-//! message's keys (its mask) and channel, plus one entry per (client,
+//! message's keys and channel, plus one entry per (client,
 //! message) it reaches; before, every message tested every client.
 
 use super::conn::{Conn, MAX_IOV};
 use super::hub::Message;
-use crate::channels::BROADCAST;
+use crate::channels::KeySet;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -46,7 +46,8 @@ impl Index {
             return;
         };
         let id = self.free.pop().unwrap_or(self.chosen.len() as u32);
-        for k in bits(sel.keys) {
+        for &k in sel.keys.iter() {
+            let k = k as usize;
             if self.by_key.len() <= k {
                 self.by_key.resize_with(k + 1, Vec::new);
             }
@@ -72,8 +73,8 @@ impl Index {
             return;
         };
         let id = place as u32;
-        for k in bits(sel.keys) {
-            forget(&mut self.by_key[k], id);
+        for &k in sel.keys.iter() {
+            forget(&mut self.by_key[k as usize], id);
         }
         for ch in sel.channels.iter() {
             if let Some(list) = self.by_channel.get_mut(ch) {
@@ -122,7 +123,7 @@ impl Index {
 
     /// The (client, message) pairs of one message.
     fn collect(&mut self, i: u16, m: &Message) {
-        if m.mask == BROADCAST {
+        if m.keys == KeySet::Broadcast {
             let ids = self.chosen.iter().enumerate();
             let live = ids
                 .filter(|(_, c)| c.is_some())
@@ -130,8 +131,8 @@ impl Index {
             self.pairs.extend(live);
             return;
         }
-        for k in bits(m.mask) {
-            if let Some(ids) = self.by_key.get(k) {
+        for &k in m.keys.ids() {
+            if let Some(ids) = self.by_key.get(k as usize) {
                 self.pairs.extend(ids.iter().map(|&id| (id, i)));
             }
         }
@@ -142,17 +143,6 @@ impl Index {
             self.pairs.extend(ids.iter().map(|&id| (id, i)));
         }
     }
-}
-
-/// The set bits of a key mask, lowest first.
-fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        (mask != 0).then(|| {
-            let k = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            k
-        })
-    })
 }
 
 /// Drops `id` from a list (order does not matter: delivery order is per
@@ -176,7 +166,7 @@ mod tests {
         Message {
             frame: Bytes::from_static(b"x"),
             deflated: None,
-            mask: channels.mask_for(channel.as_bytes()),
+            keys: channels.keys_for(channel.as_bytes()),
             channel: Bytes::copy_from_slice(channel.as_bytes()),
         }
     }
@@ -200,7 +190,7 @@ mod tests {
                 None,
                 1 << 20,
                 name.into(),
-                Some(Box::new(channels.select(query).unwrap())),
+                channels.select(query).unwrap().map(Box::new),
             );
             Rc::new(c)
         };
@@ -227,7 +217,7 @@ mod tests {
             ]
         );
         let mut beat = msg(&channels, "news");
-        beat.mask = BROADCAST;
+        beat.keys = KeySet::Broadcast;
         assert_eq!(
             deliveries(&mut index, &[beat]).len(),
             3,
@@ -252,12 +242,5 @@ mod tests {
         index.remove(&d);
         assert!(deliveries(&mut index, &batch).is_empty());
         assert!(index.by_channel.is_empty());
-    }
-
-    #[test]
-    fn bits_of_a_mask() {
-        assert_eq!(bits(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
-        assert_eq!(bits(0).count(), 0);
-        assert_eq!(bits(1 << 63).collect::<Vec<_>>(), [63]);
     }
 }

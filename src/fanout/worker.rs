@@ -13,7 +13,6 @@ use super::context::Context;
 use super::hub::Message;
 use super::index::Index;
 use super::uring;
-use crate::channels::Selection;
 use crate::ops::config::Io;
 use crate::ops::stats::WorkerCounters;
 use crate::ws::frame;
@@ -243,13 +242,6 @@ impl Worker {
             Delivery::SlowClosed => self.close_slow(c),
             Delivery::Dropped => {}
         }
-    }
-
-    /// `None` for a client that takes every channel (the common case, which
-    /// then costs no memory and takes the shared fast path).
-    pub(crate) fn narrow(&self, sel: Selection) -> Option<Box<Selection>> {
-        let everything = sel.keys == self.ctx.cfg.channels.all() && sel.channels.is_empty();
-        (!everything).then(|| Box::new(sel))
     }
 
     fn close_slow(&self, c: &Conn) {

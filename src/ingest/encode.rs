@@ -3,7 +3,7 @@
 //! form when some client negotiated compression), plus the configured keys
 //! its channel matches, so that no worker looks at the payload again.
 
-use crate::channels::{Channels, Names};
+use crate::channels::{Channels, KeySet, Names};
 use crate::fanout::hub::Message;
 use crate::ops::stats::Stats;
 use crate::ws::deflate::Deflater;
@@ -89,18 +89,18 @@ impl Encoder {
 
     /// The message for `payload` published on `channel`, counted per key.
     pub fn encode(&mut self, channel: &[u8], payload: &[u8]) -> Result<Message, Rejected> {
-        let mask = self.channels.mask_for(channel);
-        if mask == 0 {
+        let keys = self.channels.keys_for(channel);
+        if keys.is_nothing() {
             return Err(Rejected::NoSubscriber);
         }
-        self.stats.count_received(mask);
+        self.stats.count_received(&keys);
         if payload.len() > self.max_payload {
-            self.stats.count_dropped(mask);
+            self.stats.count_dropped(&keys);
             return Err(Rejected::TooLarge);
         }
         let json = (self.json_only || self.envelope) && is_json(payload);
         if self.json_only && !json {
-            self.stats.count_dropped(mask);
+            self.stats.count_dropped(&keys);
             return Err(Rejected::NotJson);
         }
         let opcode = if self.envelope {
@@ -113,12 +113,12 @@ impl Encoder {
         let scratch = std::mem::take(&mut self.scratch);
         let body = if self.envelope { &scratch[..] } else { payload };
         let frame = frame::encode(opcode, body);
-        let deflated = self.deflate(opcode, body, mask);
+        let deflated = self.deflate(opcode, body, &keys);
         self.scratch = scratch;
         Ok(Message {
             frame,
             deflated,
-            mask,
+            keys,
             channel: self.names.0.get(channel),
         })
     }
@@ -131,9 +131,9 @@ impl Encoder {
     }
 
     /// The compressed frame, when some client wants it and it pays.
-    fn deflate(&mut self, opcode: u8, body: &[u8], mask: u64) -> Option<Bytes> {
+    fn deflate(&mut self, opcode: u8, body: &[u8], keys: &KeySet) -> Option<Bytes> {
         let min = self.deflate_min?;
-        if body.len() < min || !self.stats.deflate_wanted(mask) {
+        if body.len() < min || !self.stats.deflate_wanted(keys) {
             return None;
         }
         let out = &mut self.compressed;
@@ -198,8 +198,8 @@ mod tests {
         let mut e = encoder("a,b.*", false, false);
         let m = e.encode(b"b.x", b"{\"n\":1}").unwrap();
         assert_eq!(
-            (m.mask, &m.channel[..], text(&m)),
-            (0b10, &b"b.x"[..], "{\"n\":1}")
+            (&m.keys, &m.channel[..], text(&m)),
+            (&KeySet::One(1), &b"b.x"[..], "{\"n\":1}")
         );
         assert_eq!(e.encode(b"zzz", b"x").unwrap_err(), Rejected::NoSubscriber);
         assert_eq!(e.encode(b"a", &[0; 101]).unwrap_err(), Rejected::TooLarge);

@@ -48,7 +48,7 @@ impl Ingest {
         payload: &[u8],
     ) -> Result<u64, Rejected> {
         let msg = self.encoder.encode(channel, payload)?;
-        let receivers = self.stats.clients_for(msg.mask);
+        let receivers = self.stats.clients_for(&msg.keys);
         self.hub.publish(msg).await;
         Ok(receivers)
     }
@@ -56,9 +56,9 @@ impl Ingest {
     /// Counts a message that was skipped before its payload was read (over
     /// `-rs-max-payload` while streaming in from Redis).
     pub fn count_oversized(&self, channel: &[u8]) {
-        let mask = self.channels().mask_for(channel);
-        self.stats.count_received(mask);
-        self.stats.count_dropped(mask);
+        let keys = self.channels().keys_for(channel);
+        self.stats.count_received(&keys);
+        self.stats.count_dropped(&keys);
     }
 
     /// Hands a message built elsewhere (the heartbeat) to every worker.

@@ -2,7 +2,7 @@
 //! source: a fixed message to every client at a fixed interval.
 
 use super::handle::Ingest;
-use crate::channels::BROADCAST;
+use crate::channels::KeySet;
 use crate::fanout::hub::Message;
 use crate::ws::frame;
 use std::time::Duration;
@@ -16,7 +16,7 @@ pub async fn run(ingest: Ingest, every: Duration) {
     let beat = Message {
         frame: frame::encode(frame::OP_TEXT, HEARTBEAT.as_bytes()),
         deflated: None,
-        mask: BROADCAST,
+        keys: KeySet::Broadcast,
         channel: bytes::Bytes::new(),
     };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);

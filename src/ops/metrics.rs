@@ -167,9 +167,15 @@ fn per_key(e: &mut Exposition, stats: &Stats, info: &Info) {
         info.keys
             .iter()
             .zip(stats.keys.iter())
-            .map(|(name, k)| (format!("{{channel=\"{}\"}}", escape(name)), pick(k)))
+            .map(|(name, k)| (label(name), pick(k)))
             .collect()
     };
+    let clients: Vec<(String, u64)> = info
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (label(name), stats.key_clients(i)))
+        .collect();
     e.metric(
         "pubsocketd_messages_received_total",
         "counter",
@@ -186,7 +192,7 @@ fn per_key(e: &mut Exposition, stats: &Stats, info: &Info) {
         "pubsocketd_channel_clients",
         "gauge",
         "Clients receiving each configured channel or pattern.",
-        &samples(|k| k.clients.load(Relaxed)),
+        &clients,
     );
 }
 
@@ -239,6 +245,11 @@ fn redis(e: &mut Exposition, stats: &Stats) {
         "Subscriptions restored after a lost Redis connection.",
         load(&stats.redis_reconnects),
     );
+}
+
+/// The label of a configured channel or pattern.
+fn label(name: &str) -> String {
+    format!("{{channel=\"{}\"}}", escape(name))
 }
 
 /// Escapes a Prometheus label value.

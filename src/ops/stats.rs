@@ -7,6 +7,7 @@
 //! and summed when scraped. Nothing is shared between cores on the
 //! delivery path.
 
+use crate::channels::KeySet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Handshake refusals by HTTP status; `0` stands for the deadline.
@@ -23,9 +24,11 @@ pub struct Stats {
     pub dropped: AtomicU64,
     pub redis_reconnects: AtomicU64,
     pub redis_up: AtomicBool,
-    /// Clients that negotiated permessage-deflate, per configured key (the
-    /// encoder compresses a message only when one of them wants it).
-    pub deflate_by_key: Box<[AtomicU64]>,
+    /// Clients that read every key (they are not counted per key, so
+    /// that a connection costs the same whatever the number of keys).
+    pub everyone: AtomicU64,
+    /// Those of them that negotiated permessage-deflate.
+    pub deflate_everyone: AtomicU64,
     /// Set at start with `-broker=embedded`: ready without Redis.
     pub embedded: AtomicBool,
     pub workers: Box<[WorkerCounters]>,
@@ -38,8 +41,13 @@ pub struct Stats {
 pub struct KeyCounters {
     pub received: AtomicU64,
     pub dropped: AtomicU64,
-    /// Clients that chose this key (or a channel under it).
+    /// Clients that chose this key (or a channel under it); those that
+    /// read everything are in [`Stats::everyone`].
     pub clients: AtomicU64,
+    /// Those of them that negotiated permessage-deflate (the encoder
+    /// compresses a message only when one of them, or of the clients that
+    /// read everything, may want it).
+    pub deflate: AtomicU64,
 }
 
 /// One worker's delivery counters, alone on their cache line.
@@ -81,33 +89,31 @@ impl Stats {
             embedded: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
             keys: (0..keys).map(|_| KeyCounters::default()).collect(),
-            deflate_by_key: (0..keys).map(|_| AtomicU64::new(0)).collect(),
+            everyone: AtomicU64::new(0),
+            deflate_everyone: AtomicU64::new(0),
         }
     }
 
-    /// Runs `f` on the counters of every key in `mask`, and counts the
-    /// message once in the process totals when `f` is a receive.
-    pub fn each_key(&self, mask: u64, f: impl Fn(&KeyCounters)) {
-        for (i, k) in self.keys.iter().enumerate() {
-            if mask & (1 << i) != 0 {
-                f(k);
-            }
+    /// Runs `f` on the counters of every key in `keys`.
+    fn each_key(&self, keys: &KeySet, f: impl Fn(&KeyCounters)) {
+        for &id in keys.ids() {
+            f(&self.keys[id as usize]);
         }
     }
 
-    /// Counts a message received on a channel matching `mask`: once in the
+    /// Counts a message received on a channel matching `keys`: once in the
     /// process total, once per key.
-    pub fn count_received(&self, mask: u64) {
+    pub fn count_received(&self, keys: &KeySet) {
         self.received.fetch_add(1, Relaxed);
-        self.each_key(mask, |k| {
+        self.each_key(keys, |k| {
             k.received.fetch_add(1, Relaxed);
         });
     }
 
     /// Counts a received message that was not relayed.
-    pub fn count_dropped(&self, mask: u64) {
+    pub fn count_dropped(&self, keys: &KeySet) {
         self.dropped.fetch_add(1, Relaxed);
-        self.each_key(mask, |k| {
+        self.each_key(keys, |k| {
             k.dropped.fetch_add(1, Relaxed);
         });
     }
@@ -118,47 +124,59 @@ impl Stats {
         (k.received.load(Relaxed), k.dropped.load(Relaxed))
     }
 
-    /// A deflate client chose `mask` (+1) or left (-1).
-    pub fn deflate_clients_of(&self, mask: u64, joined: bool) {
-        for (i, n) in self.deflate_by_key.iter().enumerate() {
-            if mask & (1 << i) != 0 {
-                if joined {
-                    n.fetch_add(1, Relaxed);
-                } else {
-                    n.fetch_sub(1, Relaxed);
-                }
+    /// A client joined (or left): `keys` are those it counts under, `None`
+    /// when it reads everything.
+    pub fn clients_of(&self, keys: Option<&[u32]>, deflate: bool, joined: bool) {
+        let step = |n: &AtomicU64| match joined {
+            true => n.fetch_add(1, Relaxed),
+            false => n.fetch_sub(1, Relaxed),
+        };
+        let Some(ids) = keys else {
+            step(&self.everyone);
+            if deflate {
+                step(&self.deflate_everyone);
+            }
+            return;
+        };
+        for &id in ids {
+            let k = &self.keys[id as usize];
+            step(&k.clients);
+            if deflate {
+                step(&k.deflate);
             }
         }
     }
 
-    /// Whether a deflate client may want a message matching `mask`.
-    pub fn deflate_wanted(&self, mask: u64) -> bool {
-        self.deflate_by_key.iter().enumerate().any(|(i, n)| {
-            (mask == crate::channels::BROADCAST || mask & (1 << i) != 0) && n.load(Relaxed) > 0
-        })
+    /// Whether a deflate client may want a message matching `keys`.
+    pub fn deflate_wanted(&self, keys: &KeySet) -> bool {
+        if self.deflate_everyone.load(Relaxed) > 0 {
+            return true;
+        }
+        match keys {
+            KeySet::Broadcast => self.keys.iter().any(|k| k.deflate.load(Relaxed) > 0),
+            keys => keys
+                .ids()
+                .iter()
+                .any(|&id| self.keys[id as usize].deflate.load(Relaxed) > 0),
+        }
     }
 
-    /// A client chose `mask` (+1) or left (-1).
-    pub fn clients_of(&self, mask: u64, joined: bool) {
-        self.each_key(mask, |k| {
-            if joined {
-                k.clients.fetch_add(1, Relaxed);
-            } else {
-                k.clients.fetch_sub(1, Relaxed);
-            }
-        });
-    }
-
-    /// Clients that chose any key of `mask`, counting a client once per
-    /// key: the receivers a publish on a channel matching `mask` reaches at
-    /// most.
-    pub fn clients_for(&self, mask: u64) -> u64 {
-        self.keys
+    /// Clients a publish on a channel matching `keys` reaches at most: those
+    /// that read everything, and those that chose one of the keys (a client
+    /// counted once per key).
+    pub fn clients_for(&self, keys: &KeySet) -> u64 {
+        let chosen: u64 = keys
+            .ids()
             .iter()
-            .enumerate()
-            .filter(|(i, _)| mask & (1 << i) != 0)
-            .map(|(_, k)| k.clients.load(Relaxed))
-            .sum()
+            .map(|&id| self.keys[id as usize].clients.load(Relaxed))
+            .sum();
+        self.everyone.load(Relaxed) + chosen
+    }
+
+    /// Clients receiving key `i`: those that chose it and those that read
+    /// everything.
+    pub fn key_clients(&self, i: usize) -> u64 {
+        self.everyone.load(Relaxed) + self.keys[i].clients.load(Relaxed)
     }
 
     /// Takes one of `max` connection places; false when all are taken.

@@ -297,15 +297,7 @@ impl Subscriber {
         backoff.first = false;
         backoff.reset();
         self.stats.redis_up.store(true, Relaxed);
-        let keys = self.ingest.channels().keys();
-        let what = match keys {
-            [one] if !one.pattern => format!("the {} channel", one.name),
-            _ => keys
-                .iter()
-                .map(|k| k.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
+        let what = self.ingest.channels().describe("");
         info!(
             self.log,
             "[redis] subscribed to {what} on {}",

@@ -65,17 +65,7 @@ pub fn log_init(
         log,
         "[init] listening for websocket requests on {local}{}, {from}", cfg.route
     );
-    let keys = cfg.channels.keys();
-    let what = match keys {
-        [one] if !one.pattern => format!("the {} channel", one.name),
-        _ => format!(
-            "the channels {}",
-            keys.iter()
-                .map(|k| k.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
+    let what = cfg.channels.describe("the channels ");
     match broker {
         Some(addr) => info!(
             log,
