@@ -188,9 +188,9 @@ impl Channels {
 
     /// The selection for a request's query string (`channel=a&channel=b`);
     /// `None` (every key) when it names no channel, or every key and
-    /// nothing else. A name outside the keys and their patterns is
-    /// refused.
-    pub fn select(&self, query: &str) -> Result<Option<Selection>, String> {
+    /// nothing else. A name outside the keys and their patterns is refused
+    /// with 404, more than `max` names with 400.
+    pub fn select(&self, query: &str, max: usize) -> Result<Option<Selection>, (u16, String)> {
         let mut keys: Vec<u32> = Vec::new();
         let mut channels: Vec<Bytes> = Vec::new();
         let mut any = false;
@@ -199,7 +199,8 @@ impl Channels {
                 continue;
             }
             any = true;
-            let value = percent_decode(value).ok_or("malformed channel name in the query")?;
+            let value = percent_decode(value)
+                .ok_or((400, "malformed channel name in the query".to_string()))?;
             if let Some(&id) = self.names.get(value.as_slice()) {
                 keys.push(id);
             } else if let Some(id) = self.pattern_id(&value) {
@@ -209,14 +210,22 @@ impl Channels {
                     channels.push(Bytes::from(value));
                 }
             } else {
-                return Err(format!(
+                let why = format!(
                     "channel {:?} is not relayed here",
                     String::from_utf8_lossy(&value)
-                ));
+                );
+                return Err((404, why));
             }
         }
         keys.sort_unstable();
         keys.dedup();
+        if keys.len() + channels.len() > max {
+            let why = format!(
+                "{} channels asked for; -ws-max-channels is {max}",
+                keys.len() + channels.len()
+            );
+            return Err((400, why));
+        }
         let everything = keys.len() == self.keys.len() && channels.is_empty();
         if !any || everything {
             return Ok(None);
@@ -391,6 +400,26 @@ mod tests {
         }
     }
 
+    impl Channels {
+        fn select_test(&self, query: &str) -> Result<Option<Selection>, String> {
+            self.select(query, 64).map_err(|(_, why)| why)
+        }
+    }
+
+    #[test]
+    fn at_most_max_channels_per_client() {
+        let c = Channels::parse("a,b,c,u.*").unwrap();
+        assert!(c.select("channel=a&channel=u.1", 2).is_ok());
+        assert!(
+            c.select("channel=a&channel=a&channel=u.1", 2).is_ok(),
+            "repeats count once"
+        );
+        let (status, why) = c.select("channel=a&channel=b&channel=u.1", 2).unwrap_err();
+        assert_eq!(status, 400);
+        assert_eq!(why, "3 channels asked for; -ws-max-channels is 2");
+        assert_eq!(c.select("channel=x", 2).unwrap_err().0, 404);
+    }
+
     #[test]
     fn keys_and_selection() {
         let c = Channels::parse("alerts, news.*, ,alerts,sport?").unwrap();
@@ -399,24 +428,24 @@ mod tests {
         assert_eq!(c.keys_for(b"news.uk"), KeySet::One(1));
         assert_eq!(c.keys_for(b"sports"), KeySet::One(2));
         assert_eq!(c.keys_for(b"other"), KeySet::Nothing);
-        assert_eq!(c.select("").unwrap(), None);
-        assert_eq!(c.select("x=1").unwrap(), None);
-        let all = c.select("channel=alerts&channel=news.*&channel=sport?");
+        assert_eq!(c.select_test("").unwrap(), None);
+        assert_eq!(c.select_test("x=1").unwrap(), None);
+        let all = c.select_test("channel=alerts&channel=news.*&channel=sport?");
         assert_eq!(all.unwrap(), None, "every key named is everything");
         let s = c
-            .select("channel=alerts&channel=news.uk&channel=news%2Euk")
+            .select_test("channel=alerts&channel=news.uk&channel=news%2Euk")
             .unwrap()
             .unwrap();
         assert_eq!(&s.keys[..], &[0]);
         assert_eq!(&s.channels[..], &[Bytes::from_static(b"news.uk")]);
         assert_eq!(c.counted_keys(&s), [0, 1]);
-        let s = c.select("channel=news.*").unwrap().unwrap();
+        let s = c.select_test("channel=news.*").unwrap().unwrap();
         assert_eq!(&s.keys[..], &[1]);
         assert!(c
-            .select("channel=secret")
+            .select_test("channel=secret")
             .unwrap_err()
             .contains("\"secret\""));
-        assert!(c.select("channel=%zz").is_err());
+        assert!(c.select_test("channel=%zz").is_err());
     }
 
     #[test]

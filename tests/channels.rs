@@ -195,3 +195,28 @@ async fn ten_thousand_channels() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("at most 10000"), "{err}");
 }
+
+/// `-ws-max-channels` bounds what one client may read: more names is a 400
+/// that says why, before any upgrade.
+#[tokio::test]
+async fn more_channels_than_allowed_is_a_400() {
+    let redis = RedisServer::start();
+    let r = Relay::insecure(
+        redis.port(),
+        &["-rs-channel=a,b,user.*", "-ws-max-channels=2"],
+    );
+    r.wait_subscribed(1);
+    let path = "/?channel=a&channel=b&channel=user.1";
+    let resp = raw_exchange(&r.addr(), upgrade_request(path, "").as_bytes());
+    assert_eq!(status_of(&resp), 400, "{resp}");
+    assert!(resp.contains("3 channels asked for; -ws-max-channels is 2"), "{resp}");
+    assert!(r
+        .stdout
+        .wait_for("refused: 400 3 channels asked for", T)
+        .is_some());
+    let mut two = relay::connect(&r.url("/?channel=a&channel=user.1"), None)
+        .await
+        .unwrap();
+    redis.publish("user.1", b"ok");
+    assert_eq!(next_data(&mut two, T).await, Message::text("ok"));
+}

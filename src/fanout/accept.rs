@@ -190,8 +190,8 @@ fn admit(
     let selection = ctx
         .cfg
         .channels
-        .select(&acc.query)
-        .map_err(|why| refuse(404, why))?
+        .select(&acc.query, ctx.cfg.max_channels)
+        .map_err(|(status, why)| refuse(status, why))?
         .map(Box::new);
     if !ctx.stats.try_open(ctx.cfg.max_connections) {
         let why = format!(

@@ -190,7 +190,7 @@ mod tests {
                 None,
                 1 << 20,
                 name.into(),
-                channels.select(query).unwrap().map(Box::new),
+                channels.select(query, 64).unwrap().map(Box::new),
             );
             Rc::new(c)
         };

@@ -28,6 +28,7 @@ pub const VALUE_FLAGS: &[&str] = &[
     "ws-handshake-timeout",
     "ws-queue-bytes",
     "ws-max-message",
+    "ws-max-channels",
     "rs-max-payload",
     "rs-keepalive",
     "rs-url",
@@ -118,6 +119,10 @@ pub struct Args {
     /// (default 64KiB)
     #[argh(option, default = "64 << 10", from_str_fn(size))]
     pub ws_max_message: usize,
+    /// most channels one client may read (?channel= names); more is a 400
+    /// at the handshake (default 64)
+    #[argh(option, default = "64")]
+    pub ws_max_channels: usize,
     /// relay only payloads that are valid JSON, dropping others with a log
     /// line, as the original did (default false)
     #[argh(switch)]
@@ -251,6 +256,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub queue_bytes: usize,
     pub max_message: usize,
+    /// `-ws-max-channels`.
+    pub max_channels: usize,
     pub json_only: bool,
     pub redis: RedisSettings,
     pub channels: Channels,
@@ -307,6 +314,9 @@ impl Config {
         if a.rs_keepalive.is_zero() {
             return Err("-rs-keepalive must be above 0".into());
         }
+        if a.ws_max_channels == 0 {
+            return Err("-ws-max-channels must be at least 1".into());
+        }
         if a.ws_queue_bytes == 0 || a.ws_max_message == 0 || a.rs_max_payload == 0 {
             return Err("sizes must be above 0".into());
         }
@@ -324,6 +334,7 @@ impl Config {
             handshake_timeout: a.ws_handshake_timeout,
             queue_bytes: a.ws_queue_bytes,
             max_message: a.ws_max_message,
+            max_channels: a.ws_max_channels,
             json_only: a.ws_json_only,
             redis,
             channels,
@@ -345,6 +356,18 @@ impl Config {
             shutdown_timeout: a.shutdown_timeout,
         })
     }
+}
+
+/// `-rs-channel` for the config line: the first 16 keys, then how many in
+/// all (a list of thousands is not a log line).
+fn rs_channel_list(channels: &Channels) -> String {
+    let keys = channels.keys();
+    let mut list: Vec<&str> = keys.iter().take(16).map(|k| k.name.as_str()).collect();
+    let total = format!("… ({} in all)", keys.len());
+    if keys.len() > 16 {
+        list.push(&total);
+    }
+    list.join(",")
 }
 
 /// `-ws-host`: an address, or a name resolved once at start.
@@ -445,7 +468,7 @@ impl Config {
                 .map_or("none".into(), |p| p.display().to_string())
         };
         format!(
-            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
+            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
             self.listen,
             self.route,
             opt(self.heartbeat),
@@ -454,6 +477,7 @@ impl Config {
             self.handshake_timeout,
             self.queue_bytes,
             self.max_message,
+            self.max_channels,
             self.max_connections,
             self.json_only,
             self.envelope,
@@ -463,7 +487,7 @@ impl Config {
             } else {
                 self.redis.describe()
             },
-            self.channels.keys().iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(","),
+            rs_channel_list(&self.channels),
             self.max_payload,
             self.keepalive,
             path(&self.log_file),
@@ -827,7 +851,8 @@ mod tests {
     fn every_value_flag_is_known_to_argh() {
         for flag in VALUE_FLAGS {
             let value = match *flag {
-                "ws-port" | "rs-port" | "workers" | "ws-max-connections" | "broker-port" => "1",
+                "ws-port" | "rs-port" | "workers" | "ws-max-connections" | "broker-port"
+                | "ws-max-channels" => "1",
                 "metrics-addr" | "publish-addr" => "127.0.0.1:0",
                 "rs-url" => "rediss://u:p@r.example:6380",
                 "broker" => "embedded",
