@@ -209,7 +209,10 @@ async fn more_channels_than_allowed_is_a_400() {
     let path = "/?channel=a&channel=b&channel=user.1";
     let resp = raw_exchange(&r.addr(), upgrade_request(path, "").as_bytes());
     assert_eq!(status_of(&resp), 400, "{resp}");
-    assert!(resp.contains("3 channels asked for; -ws-max-channels is 2"), "{resp}");
+    assert!(
+        resp.contains("3 channels asked for; -ws-max-channels is 2"),
+        "{resp}"
+    );
     assert!(r
         .stdout
         .wait_for("refused: 400 3 channels asked for", T)

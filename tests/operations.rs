@@ -193,3 +193,56 @@ fn a_log_file_that_fails_later_is_reported_once_and_serving_goes_on() {
         r.stderr.all()
     );
 }
+
+/// The JSON body of a `/channels` answer.
+fn channels_json(addr: &str) -> serde_json::Value {
+    let resp = get(addr, "/channels");
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert!(resp.contains("Content-Type: application/json"), "{resp}");
+    let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    serde_json::from_str(body).unwrap()
+}
+
+/// `/channels` counts the clients of each concrete channel and of each
+/// configured key, and follows them as they come and go; the per-key
+/// gauge of `/metrics` agrees.
+#[tokio::test]
+async fn channels_endpoint_counts_readers() {
+    let redis = RedisServer::start();
+    let r = Relay::insecure(
+        redis.port(),
+        &["-rs-channel=news,user.*,idle", "-metrics-addr=127.0.0.1:0"],
+    );
+    r.wait_subscribed(1);
+    let m = metrics_addr(&r);
+    let a = relay::connect(&r.url("/?channel=user.1"), None)
+        .await
+        .unwrap();
+    let b = relay::connect(&r.url("/?channel=user.1&channel=news"), None)
+        .await
+        .unwrap();
+    let c = relay::connect(&r.url("/?channel=user.2"), None)
+        .await
+        .unwrap();
+    let all = relay::connect(&r.url("/"), None).await.unwrap();
+    let want = serde_json::json!({
+        "channels": {"user.1": 2, "user.2": 1},
+        "keys": {"news": 2, "user.*": 4, "idle": 1},
+    });
+    assert_eq!(channels_json(&m), want);
+    let scrape = get(&m, "/metrics");
+    assert_eq!(
+        sample(&scrape, "pubsocketd_channel_clients{channel=\"user.*\"}"),
+        4
+    );
+    relay::bye(a).await;
+    relay::bye(c).await;
+    relay::bye(all).await;
+    let deadline = Instant::now() + T;
+    let want = serde_json::json!({"channels": {"user.1": 1}, "keys": {"news": 1, "user.*": 1}});
+    while channels_json(&m) != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(channels_json(&m), want);
+    relay::bye(b).await;
+}

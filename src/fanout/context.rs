@@ -27,6 +27,7 @@ impl Context {
             Some(sel) => {
                 let keys = self.cfg.channels.counted_keys(sel);
                 self.stats.clients_of(Some(&keys), deflate, joined);
+                self.stats.channels_of(sel, joined);
             }
         }
     }

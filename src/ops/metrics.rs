@@ -4,7 +4,7 @@
 
 use crate::net::accept::Acceptor;
 use crate::net::http::{self, HeadError, Response};
-use crate::ops::stats::{KeyCounters, Stats};
+use crate::ops::stats::{largest, KeyCounters, Stats};
 use slog::{debug, Logger};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -53,15 +53,40 @@ fn route(method: &str, path: &str, stats: &Stats, info: &Info) -> Response {
     match (method == "GET", path) {
         (true, "/metrics") => Response::new(200, PROMETHEUS, render(stats, info)),
         (true, "/healthz") => Response::text(200, "ok"),
+        (true, "/channels") => Response::json(200, &channels(stats, info)),
         (true, "/readyz") if stats.redis_up.load(Relaxed) || stats.embedded.load(Relaxed) => {
             Response::text(200, "ready")
         }
         (true, "/readyz") => Response::text(503, "not subscribed to Redis"),
-        (false, "/metrics" | "/healthz" | "/readyz") => {
+        (false, "/metrics" | "/healthz" | "/readyz" | "/channels") => {
             Response::text(405, "GET only").header("Allow", "GET")
         }
-        _ => Response::text(404, "try /metrics, /healthz or /readyz"),
+        _ => Response::text(404, "try /metrics, /healthz, /readyz or /channels"),
     }
+}
+
+/// `/channels`: clients per concrete channel chosen under a pattern, and
+/// per configured key (those that read everything count in every key),
+/// each the `MAX_LISTED` largest.
+fn channels(stats: &Stats, info: &Info) -> serde_json::Value {
+    let chosen: serde_json::Map<String, serde_json::Value> = stats
+        .chosen_channels()
+        .into_iter()
+        .map(|(c, n)| (String::from_utf8_lossy(&c).into_owned(), n.into()))
+        .collect();
+    let mut keys: Vec<(&str, u64)> = info
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.as_str(), stats.key_clients(i)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    largest(&mut keys);
+    let keys: serde_json::Map<String, serde_json::Value> = keys
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n.into()))
+        .collect();
+    serde_json::json!({ "channels": chosen, "keys": keys })
 }
 
 /// The Prometheus text exposition being written.

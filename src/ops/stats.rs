@@ -7,8 +7,14 @@
 //! and summed when scraped. Nothing is shared between cores on the
 //! delivery path.
 
-use crate::channels::KeySet;
+use crate::channels::{KeySet, Selection};
+use bytes::Bytes;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Most entries of each map `/channels` answers.
+pub const MAX_LISTED: usize = 10_000;
 
 /// Handshake refusals by HTTP status; `0` stands for the deadline.
 pub const REFUSAL_STATUSES: [u16; 8] = [400, 403, 404, 405, 426, 431, 503, 0];
@@ -29,6 +35,9 @@ pub struct Stats {
     pub everyone: AtomicU64,
     /// Those of them that negotiated permessage-deflate.
     pub deflate_everyone: AtomicU64,
+    /// Clients per concrete channel chosen under a pattern, for
+    /// `/channels`. Locked at connect and close only, never per message.
+    chosen_channels: Mutex<HashMap<Bytes, u64>>,
     /// Set at start with `-broker=embedded`: ready without Redis.
     pub embedded: AtomicBool,
     pub workers: Box<[WorkerCounters]>,
@@ -48,6 +57,12 @@ pub struct KeyCounters {
     /// compresses a message only when one of them, or of the clients that
     /// read everything, may want it).
     pub deflate: AtomicU64,
+}
+
+/// Keeps the [`MAX_LISTED`] largest counts, largest first (ties by name).
+pub fn largest<K: Ord>(list: &mut Vec<(K, u64)>) {
+    list.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    list.truncate(MAX_LISTED);
 }
 
 /// One worker's delivery counters, alone on their cache line.
@@ -91,6 +106,7 @@ impl Stats {
             keys: (0..keys).map(|_| KeyCounters::default()).collect(),
             everyone: AtomicU64::new(0),
             deflate_everyone: AtomicU64::new(0),
+            chosen_channels: Mutex::default(),
         }
     }
 
@@ -145,6 +161,40 @@ impl Stats {
                 step(&k.deflate);
             }
         }
+    }
+
+    /// Counts a client's concrete channels in (or out of) `/channels`.
+    pub fn channels_of(&self, sel: &Selection, joined: bool) {
+        if sel.channels.is_empty() {
+            return;
+        }
+        let mut map = self
+            .chosen_channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for ch in sel.channels.iter() {
+            let n = map.entry(ch.clone()).or_default();
+            match joined {
+                true => *n += 1,
+                false => *n = n.saturating_sub(1),
+            }
+            if *n == 0 {
+                map.remove(ch);
+            }
+        }
+    }
+
+    /// The concrete channels with their clients, most read first, at most
+    /// [`MAX_LISTED`].
+    pub fn chosen_channels(&self) -> Vec<(Bytes, u64)> {
+        let map = self
+            .chosen_channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<(Bytes, u64)> = map.iter().map(|(c, n)| (c.clone(), *n)).collect();
+        drop(map);
+        largest(&mut list);
+        list
     }
 
     /// Whether a deflate client may want a message matching `keys`.
