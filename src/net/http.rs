@@ -216,7 +216,9 @@ pub async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let _ = timeout(linger, stream.shutdown()).await;
     let deadline = Instant::now() + linger;
-    let mut sink = [0u8; 4096];
+    // On the heap, not in the future: the handshake task that may call
+    // this would otherwise carry the buffer for every connection it serves.
+    let mut sink = vec![0u8; 4096];
     let mut left = MAX_DRAIN;
     while left > 0 {
         match timeout_at(deadline, stream.read(&mut sink)).await {
