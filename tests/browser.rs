@@ -342,3 +342,67 @@ async fn demo_page_in_headless_chromium() {
     // Shown with --nocapture, to see what the relay made of the browser.
     eprintln!("relay log:\n{}", relay.stdout.all().join("\n"));
 }
+
+/// With `protocol=v1` the page speaks `pubsocketd.v1`: it subscribes and
+/// unsubscribes through its box and shows the envelopes and the answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_subscribes_with_v1() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let rs_port = redis.port().to_string();
+    let relay = Relay::start(&[
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &rs_port,
+        "-rs-channel=news,user.*",
+    ]);
+    relay.wait_subscribed(1);
+    let ws_url = format!("ws://127.0.0.1:{}/?channel=news", relay.port);
+    let client = driver.session().await;
+    client
+        .goto(&format!("{origin}/index.html?protocol=v1&url={ws_url}"))
+        .await
+        .expect("load the page");
+    wait_view(&client, "state open", |v| v.state == "open").await;
+    let ask = |verb: &'static str, name: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .execute(
+                    "document.getElementById('channel').value = arguments[0];\n\
+                     document.getElementById(arguments[1]).click();",
+                    vec![name.into(), verb.into()],
+                )
+                .await
+                .expect("use the box");
+        }
+    };
+    ask("subscribe", "user.9").await;
+    wait_view(&client, "the subscribed answer", |v| v.messages.len() == 1).await;
+    redis.publish("user.9", br#"{"for":9}"#);
+    redis.publish("news", b"headline");
+    ask("unsubscribe", "news").await;
+    let v = wait_view(&client, "four entries", |v| v.messages.len() == 4).await;
+    redis.publish("news", b"not shown");
+    redis.publish("user.9", b"last");
+    let v2 = wait_view(&client, "five entries", |v| v.messages.len() == 5).await;
+    let raws: Vec<&str> = v2.messages.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!(
+        raws,
+        [
+            r#"{"subscribed":["user.9"]}"#,
+            r#"{"channel":"user.9","data":{"for":9}}"#,
+            r#"{"channel":"news","data":"headline"}"#,
+            r#"{"unsubscribed":["news"]}"#,
+            r#"{"channel":"user.9","data":"last"}"#,
+        ],
+        "{v:?}"
+    );
+    let shot = screenshot(&client, "browser-v1.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    client.close().await.expect("end the browser session");
+    drop(driver);
+}

@@ -70,3 +70,8 @@ fn http_head_corpus() {
 fn rs_url_corpus() {
     replay("rs_url", pubsocketd::fuzzing::rs_url);
 }
+
+#[test]
+fn control_corpus() {
+    replay("control", pubsocketd::fuzzing::control);
+}

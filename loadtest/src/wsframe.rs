@@ -320,6 +320,7 @@ mod tests {
         let mut ok = pubsocketd::ws::handshake::switching_protocols(
             &pubsocketd::ws::handshake::accept_key(k.as_bytes()),
             None,
+            pubsocketd::ws::handshake::Protocol::Original,
         );
         ok.extend_from_slice(b"\x81\x00");
         assert!(String::from_utf8(req)

@@ -5,11 +5,13 @@
 
 use super::conn::{self, Conn, TcpReader, TcpWriter};
 use super::context::Context;
+use super::control;
 use super::worker::Worker;
 use crate::channels::Selection;
 use crate::net::http;
+use crate::ws::decode::Violation;
 use crate::ws::deflate;
-use crate::ws::handshake::{self, Refusal};
+use crate::ws::handshake::{self, Protocol, Refusal};
 use bytes::BytesMut;
 use slog::{debug, info};
 use std::net::SocketAddr;
@@ -18,6 +20,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
+
+/// A `pubsocketd.v1` client sent a binary message: control messages are
+/// JSON text.
+const BINARY_CONTROL: Violation = Violation {
+    code: 1003,
+    reason: "control messages are JSON text",
+};
 
 /// How long a refused client gets to read its answer before the close.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
@@ -41,7 +50,8 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 up.peer,
                 up.selection,
             )
-            .with_deflate(up.deflate);
+            .with_deflate(up.deflate)
+            .with_v1(up.v1);
             let c = Rc::new(c);
             let buf = up.buf;
             let reader = TcpReader(stream.clone());
@@ -61,7 +71,8 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
             };
             let (reader, writer) = tokio::io::split(tls);
             let c = Conn::new(None, ctx.cfg.queue_bytes, up.peer, up.selection)
-                .with_deflate(up.deflate);
+                .with_deflate(up.deflate)
+                .with_v1(up.v1);
             tokio::task::spawn_local(attach(w, Rc::new(c), reader, writer, up.buf));
         }
     }
@@ -76,7 +87,23 @@ async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(
     buf: BytesMut,
 ) {
     w.add(c.clone());
-    let end = conn::run(&c, reader, writer, buf, w.ctx.cfg.max_message).await;
+    let max = w.ctx.cfg.max_message;
+    let v1 = c.v1();
+    let on_message = |text: bool, body: &[u8]| {
+        let result = match (v1, text) {
+            (false, _) => Ok(()),
+            (true, false) => Err(BINARY_CONTROL),
+            (true, true) => control::apply(&w, &c, body),
+        };
+        if let Err(v) = &result {
+            info!(
+                w.ctx.log,
+                "{}[control] closed with {}: {}", c.peer, v.code, v.reason
+            );
+        }
+        result
+    };
+    let end = conn::run(&c, reader, writer, buf, max, on_message).await;
     c.abort();
     w.remove(&c);
     debug!(w.ctx.log, "{}[disconnect] {end:?}", c.peer);
@@ -92,6 +119,8 @@ struct Upgraded {
     selection: Option<Box<Selection>>,
     /// permessage-deflate agreed.
     deflate: bool,
+    /// `pubsocketd.v1` agreed.
+    v1: bool,
 }
 
 /// Reads the upgrade request within `deadline` and answers it.
@@ -127,11 +156,12 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         Ok((acc, selection, deflate)) => {
             let peer = format!("[{}][{addr}]", acc.real_ip.as_deref().unwrap_or("-"));
             let ext = deflate.then_some(deflate::RESPONSE);
-            let response = handshake::switching_protocols(&acc.accept, ext);
+            let response = handshake::switching_protocols(&acc.accept, ext, acc.protocol);
+            let v1 = acc.protocol == Protocol::V1;
             let written = timeout_at(deadline, stream.write_all(&response)).await;
             if !matches!(written, Ok(Ok(()))) {
                 ctx.stats.closed();
-                ctx.account(selection.as_deref(), deflate, false);
+                ctx.account(selection.as_deref(), deflate, v1, false);
                 return None;
             }
             info!(ctx.log, "{peer}[connect] OK");
@@ -141,6 +171,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
                 buf,
                 selection,
                 deflate,
+                v1,
             })
         }
         Err(refusal) => {
@@ -203,6 +234,7 @@ fn admit(
     // Counted before the 101 goes out, so that a publish the client could
     // see is never reported as reaching nobody (nor left uncompressed).
     let deflate = ctx.cfg.deflate.is_some() && acc.deflate_offered;
-    ctx.account(selection.as_deref(), deflate, true);
+    let v1 = acc.protocol == Protocol::V1;
+    ctx.account(selection.as_deref(), deflate, v1, true);
     Ok((acc, selection, deflate))
 }

@@ -12,7 +12,7 @@
 //! no lock and no atomic is taken per delivered message.
 
 use crate::channels::Selection;
-use crate::ws::decode::{Decoder, Event};
+use crate::ws::decode::{Decoder, Event, Violation};
 use crate::ws::frame;
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
@@ -167,10 +167,13 @@ pub struct Conn {
     pub(crate) place: Cell<usize>,
     /// `[X-Real-IP][remote address]`, for log lines.
     pub peer: Box<str>,
-    /// The channels this client chose; `None` for all of them.
-    selection: Option<Box<Selection>>,
+    /// The channels this client chose; `None` for all of them. Changed
+    /// only by a `pubsocketd.v1` subscribe or unsubscribe, between batches.
+    selection: RefCell<Option<Box<Selection>>>,
     /// permessage-deflate was negotiated.
     deflate: bool,
+    /// The client speaks `pubsocketd.v1`: envelopes and control messages.
+    v1: bool,
 }
 
 impl Conn {
@@ -191,8 +194,9 @@ impl Conn {
             slot: Cell::new(0),
             place: Cell::new(0),
             peer: peer.into_boxed_str(),
-            selection,
+            selection: RefCell::new(selection),
             deflate: false,
+            v1: false,
         }
     }
 
@@ -207,9 +211,25 @@ impl Conn {
         self.deflate
     }
 
+    /// Marks the client as speaking `pubsocketd.v1`.
+    pub fn with_v1(mut self, v1: bool) -> Conn {
+        self.v1 = v1;
+        self
+    }
+
+    pub fn v1(&self) -> bool {
+        self.v1
+    }
+
     /// The channels this client chose; `None` when it takes them all.
-    pub fn selection(&self) -> Option<&Selection> {
-        self.selection.as_deref()
+    pub fn selection(&self) -> std::cell::Ref<'_, Option<Box<Selection>>> {
+        self.selection.borrow()
+    }
+
+    /// Replaces what the client reads (the worker re-files it in its index
+    /// around this).
+    pub(crate) fn set_selection(&self, sel: Option<Box<Selection>>) {
+        *self.selection.borrow_mut() = sel;
     }
 
     pub fn state(&self) -> State {
@@ -542,6 +562,12 @@ impl AsyncWrite for TcpWriter {
     }
 }
 
+/// What a connection does with a client's data message: `(text, body)`
+/// (the body of a text message; empty for binary); an error closes the
+/// connection with its code. Original clients' messages are ignored.
+pub trait OnMessage: FnMut(bool, &[u8]) -> Result<(), Violation> {}
+impl<F: FnMut(bool, &[u8]) -> Result<(), Violation>> OnMessage for F {}
+
 /// Runs a connection until both sides are done: the reader answers the
 /// client's frames, the writer drains the queue. `buf` holds bytes the
 /// client sent right after its handshake.
@@ -551,9 +577,10 @@ pub async fn run<R: Fill, W: AsyncWrite + Unpin>(
     writer: W,
     buf: BytesMut,
     max_message: usize,
+    on_message: impl OnMessage,
 ) -> ReadEnd {
     tokio::select! {
-        end = exchange(conn, reader, writer, buf, max_message) => end,
+        end = exchange(conn, reader, writer, buf, max_message, on_message) => end,
         _ = grace(conn) => {
             conn.abort();
             ReadEnd::Error(io::ErrorKind::TimedOut)
@@ -578,8 +605,9 @@ async fn exchange<R: Fill, W: AsyncWrite + Unpin>(
     writer: W,
     buf: BytesMut,
     max_message: usize,
+    on_message: impl OnMessage,
 ) -> ReadEnd {
-    let read = read_loop(conn, reader, buf, max_message);
+    let read = read_loop(conn, reader, buf, max_message, on_message);
     let write = write_loop(conn, writer);
     tokio::pin!(read, write);
     tokio::select! {
@@ -622,6 +650,7 @@ async fn read_loop<R: Fill>(
     mut r: R,
     mut buf: BytesMut,
     max_message: usize,
+    mut on_message: impl OnMessage,
 ) -> ReadEnd {
     let mut decoder = match conn.deflate {
         true => Decoder::with_deflate(max_message),
@@ -633,7 +662,13 @@ async fn read_loop<R: Fill>(
                 Ok(Some(Event::Ping(payload))) => {
                     conn.send_control(&frame::encode(frame::OP_PONG, &payload))
                 }
-                Ok(Some(Event::Pong | Event::Message { .. })) => {}
+                Ok(Some(Event::Pong)) => {}
+                Ok(Some(Event::Message { text, body, .. })) => {
+                    if let Err(v) = on_message(text, &body) {
+                        conn.close(&frame::close(v.code, v.reason));
+                        return ReadEnd::Violation(v.code, v.reason);
+                    }
+                }
                 Ok(Some(Event::Close(code))) => {
                     conn.close(&frame::close(code.unwrap_or(1000), ""));
                     return ReadEnd::Closed(code);

@@ -21,7 +21,16 @@ impl Context {
     /// Counts a client in (or out of) the per-channel gauges, and among
     /// the deflate clients the encoder compresses for. Runs at the upgrade
     /// and at the close, never per message.
-    pub(crate) fn account(&self, selection: Option<&Selection>, deflate: bool, joined: bool) {
+    pub(crate) fn account(
+        &self,
+        selection: Option<&Selection>,
+        deflate: bool,
+        v1: bool,
+        joined: bool,
+    ) {
+        if v1 {
+            self.stats.v1_of(deflate, joined);
+        }
         match selection {
             None => self.stats.clients_of(None, deflate, joined),
             Some(sel) => {

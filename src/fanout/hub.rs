@@ -21,10 +21,35 @@ pub struct Message {
     /// The same message compressed (permessage-deflate), for the clients
     /// that negotiated it; `None` when not worth it (small, or nobody).
     pub deflated: Option<Bytes>,
+    /// `frame` is already an envelope (`-ws-envelope`): `pubsocketd.v1`
+    /// clients take it as it is.
+    pub enveloped: bool,
+    /// The envelope (`{"channel":…,"data":…}`) for `pubsocketd.v1` clients,
+    /// built only while one is connected; `None` otherwise.
+    pub envelope: Option<Bytes>,
+    /// The envelope compressed, while such a client negotiated deflate.
+    pub envelope_deflated: Option<Bytes>,
     /// The configured keys the channel matches.
     pub keys: KeySet,
     /// The channel, for clients that chose one under a pattern.
     pub channel: Bytes,
+}
+
+impl Message {
+    /// The frame a client gets: enveloped or not, compressed or not.
+    /// `None` for a `pubsocketd.v1` client when the message has no envelope
+    /// (it was encoded before any such client was admitted, or it is the
+    /// original's heartbeat): that client skips it.
+    pub fn form(&self, deflate: bool, v1: bool) -> Option<&Bytes> {
+        let (plain, zipped) = match v1 && !self.enveloped {
+            true => (self.envelope.as_ref()?, self.envelope_deflated.as_ref()),
+            false => (&self.frame, self.deflated.as_ref()),
+        };
+        Some(match (deflate, zipped) {
+            (true, Some(z)) => z,
+            _ => plain,
+        })
+    }
 }
 
 /// The sending side of every worker's message channel.

@@ -40,7 +40,9 @@ impl Index {
     }
 
     pub(crate) fn add(&mut self, c: Rc<Conn>) {
-        let Some(sel) = c.selection() else {
+        let selection = c.selection();
+        let Some(sel) = selection.as_deref() else {
+            drop(selection);
             c.place.set(self.everyone.len());
             self.everyone.push(c);
             return;
@@ -56,6 +58,7 @@ impl Index {
         for ch in sel.channels.iter() {
             self.by_channel.entry(ch.clone()).or_default().push(id);
         }
+        drop(selection);
         c.place.set(id as usize);
         match self.chosen.get_mut(id as usize) {
             Some(slot) => *slot = Some(c),
@@ -65,7 +68,8 @@ impl Index {
 
     pub(crate) fn remove(&mut self, c: &Conn) {
         let place = c.place.get();
-        let Some(sel) = c.selection() else {
+        let selection = c.selection();
+        let Some(sel) = selection.as_deref() else {
             self.everyone.swap_remove(place);
             if let Some(moved) = self.everyone.get(place) {
                 moved.place.set(place);
@@ -166,6 +170,9 @@ mod tests {
         Message {
             frame: Bytes::from_static(b"x"),
             deflated: None,
+            enveloped: false,
+            envelope: None,
+            envelope_deflated: None,
             keys: channels.keys_for(channel.as_bytes()),
             channel: Bytes::copy_from_slice(channel.as_bytes()),
         }

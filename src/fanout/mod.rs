@@ -5,6 +5,7 @@
 pub(crate) mod accept;
 pub mod conn;
 pub(crate) mod context;
+pub(crate) mod control;
 pub mod hub;
 pub(crate) mod index;
 pub(crate) mod thread;

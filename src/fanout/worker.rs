@@ -13,6 +13,7 @@ use super::context::Context;
 use super::hub::Message;
 use super::index::Index;
 use super::uring;
+use crate::channels::Selection;
 use crate::ops::config::Io;
 use crate::ops::stats::WorkerCounters;
 use crate::ws::frame;
@@ -28,8 +29,22 @@ use tokio::time::sleep;
 /// Fills the unused places of the stack arrays of frame references.
 static EMPTY: Bytes = Bytes::new();
 
-/// One form of a batch (plain, or as deflate clients get it): the frames,
-/// their bytes as write slices, and the byte count.
+/// The forms of a batch: plain, compressed, enveloped, enveloped and
+/// compressed (see [`Message::form`]).
+const FORMS: usize = 4;
+
+/// (deflate, v1) of form `f`.
+fn form_of(f: usize) -> (bool, bool) {
+    (f & 1 != 0, f & 2 != 0)
+}
+
+/// The form a client takes.
+fn form_for(c: &Conn) -> usize {
+    usize::from(c.deflate()) | usize::from(c.v1()) << 1
+}
+
+/// One form of a batch: the frames, their bytes as write slices, and the
+/// byte count.
 struct Variant<'a> {
     frames: &'a [&'a Bytes],
     slices: &'a [IoSlice<'a>],
@@ -145,63 +160,58 @@ impl Worker {
     /// have nothing queued are written in one batch of sends; everyone else
     /// (and everyone under `-io=epoll`) gets a `writev` of their own.
     pub(crate) fn fan_out(&self, batch: &[Message]) {
-        let n = batch.len();
-        let mut all: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let mut total = 0;
-        for (i, m) in batch.iter().enumerate() {
-            all[i] = &m.frame;
-            slices[i] = IoSlice::new(&m.frame);
-            total += m.frame.len();
-        }
-        // The same batch as the deflate clients get it, built only when
-        // some message was compressed.
-        let mut zall: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
-        let mut zslices = [IoSlice::new(&[]); MAX_IOV];
-        let mut ztotal = 0;
-        let compressed = batch.iter().any(|m| m.deflated.is_some());
-        if compressed {
-            for (i, m) in batch.iter().enumerate() {
-                let f = m.deflated.as_ref().unwrap_or(&m.frame);
-                zall[i] = f;
-                zslices[i] = IoSlice::new(f);
-                ztotal += f.len();
+        // The batch in each form a client may take: plain or enveloped
+        // (`pubsocketd.v1`), each compressed or not. Built once per batch,
+        // shared by every client that reads everything.
+        let mut frames: [[&Bytes; MAX_IOV]; FORMS] = [[&EMPTY; MAX_IOV]; FORMS];
+        let mut slices = [[IoSlice::new(&[]); MAX_IOV]; FORMS];
+        let mut count = [0usize; FORMS];
+        let mut total = [0usize; FORMS];
+        for f in 0..FORMS {
+            let (deflate, v1) = form_of(f);
+            for m in batch {
+                if let Some(frame) = m.form(deflate, v1) {
+                    frames[f][count[f]] = frame;
+                    slices[f][count[f]] = IoSlice::new(frame);
+                    total[f] += frame.len();
+                    count[f] += 1;
+                }
             }
         }
-        let variants = [
-            Variant::new(&all[..n], &slices[..n], total),
-            Variant::new(&zall[..n], &zslices[..n], ztotal),
-        ];
-        let which = |c: &Conn| usize::from(compressed && c.deflate());
+        let variants: [Variant; FORMS] = std::array::from_fn(|f| {
+            Variant::new(&frames[f][..count[f]], &slices[f][..count[f]], total[f])
+        });
         let mut tally = Tally::default();
         let mut index = self.index.borrow_mut();
         let everyone = index.everyone();
         let mut ring = self.ring.borrow_mut();
         let mut sends = self.sends.borrow_mut();
         for (token, c) in everyone.iter().enumerate() {
-            let v = &variants[which(c)];
+            let f = form_for(c);
+            let v = &variants[f];
+            if v.frames.is_empty() {
+                continue;
+            }
             match batchable(&ring, c) {
                 Some(fd) => sends.push(uring::Send {
                     fd,
-                    message: which(c),
+                    message: f,
                     token,
                 }),
                 None => {
                     let delivery = c.deliver(v.frames, v.slices, v.total);
-                    self.record(c, delivery, n, v.total, &mut tally);
+                    self.record(c, delivery, v.frames.len(), v.total, &mut tally);
                 }
             }
         }
         if let Some(ring) = ring.as_mut() {
-            let messages = [
-                uring::Message::new(variants[0].slices),
-                uring::Message::new(variants[1].slices),
-            ];
+            let messages: [uring::Message; FORMS] =
+                std::array::from_fn(|f| uring::Message::new(variants[f].slices));
             ring.send_all(&messages, sends.drain(..), |token, result| {
                 let c = &everyone[token];
-                let v = &variants[which(c)];
+                let v = &variants[form_for(c)];
                 let delivery = c.delivered(v.frames, result, v.total);
-                self.record(c, delivery, n, v.total, &mut tally);
+                self.record(c, delivery, v.frames.len(), v.total, &mut tally);
             });
         }
         index.for_each_chosen(batch, |c, mine| {
@@ -211,24 +221,23 @@ impl Worker {
     }
 
     /// Sends a client that chose channels the messages of `batch` at the
-    /// indices `mine`.
+    /// indices `mine`, in the form it takes.
     fn deliver_chosen(&self, c: &Conn, mine: &[u16], batch: &[Message], tally: &mut Tally) {
         let mut frames: [&Bytes; MAX_IOV] = [&EMPTY; MAX_IOV];
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let mut len = 0;
-        for (k, &i) in mine.iter().enumerate() {
-            let m = &batch[i as usize];
-            let f = match (c.deflate(), &m.deflated) {
-                (true, Some(z)) => z,
-                _ => &m.frame,
-            };
-            frames[k] = f;
-            slices[k] = IoSlice::new(f);
-            len += f.len();
+        let (mut k, mut len) = (0, 0);
+        for &i in mine {
+            if let Some(f) = batch[i as usize].form(c.deflate(), c.v1()) {
+                frames[k] = f;
+                slices[k] = IoSlice::new(f);
+                len += f.len();
+                k += 1;
+            }
         }
-        let k = mine.len();
-        let delivery = c.deliver(&frames[..k], &slices[..k], len);
-        self.record(c, delivery, k, len, tally);
+        if k > 0 {
+            let delivery = c.deliver(&frames[..k], &slices[..k], len);
+            self.record(c, delivery, k, len, tally);
+        }
     }
 
     /// Counts a delivery of `n` messages (`len` bytes), or closes a client
@@ -308,6 +317,20 @@ impl Worker {
         conns.push(c);
     }
 
+    /// Gives a client a new selection: out of the index and the gauges
+    /// under the old one, in under the new.
+    pub(crate) fn reselect(&self, c: &Conn, sel: Option<Box<Selection>>) {
+        let mut index = self.index.borrow_mut();
+        let conn = &self.conns.borrow()[c.slot.get()];
+        index.remove(c);
+        self.ctx
+            .account(c.selection().as_deref(), c.deflate(), c.v1(), false);
+        c.set_selection(sel);
+        self.ctx
+            .account(c.selection().as_deref(), c.deflate(), c.v1(), true);
+        index.add(conn.clone());
+    }
+
     pub(crate) fn remove(&self, c: &Conn) {
         self.index.borrow_mut().remove(c);
         let mut conns = self.conns.borrow_mut();
@@ -318,7 +341,8 @@ impl Worker {
         }
         drop(conns);
         self.ctx.stats.closed();
-        self.ctx.account(c.selection(), c.deflate(), false);
+        self.ctx
+            .account(c.selection().as_deref(), c.deflate(), c.v1(), false);
     }
 
     /// Graceful shutdown: every client gets close 1001, then the worker

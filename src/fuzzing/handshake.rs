@@ -42,7 +42,7 @@ fn handshake_with(
                 Ok(None),
                 "a prefix of an accepted head is not partial"
             );
-            let response = ws::handshake::switching_protocols(&ok.accept, None);
+            let response = ws::handshake::switching_protocols(&ok.accept, None, ok.protocol);
             let (status, body) = parse_response(&response);
             assert_eq!((status, body), (101, 0));
         }

@@ -13,10 +13,12 @@
 //! | [`rs_url`] | `-rs-url` ([`crate::ops::config::RedisSettings::apply_url`]) |
 //! | [`handshake`] | [`crate::ws::handshake::parse`] |
 //! | [`client_frames`] | [`crate::ws::decode::Decoder`] |
+//! | [`control`] | [`crate::ws::control::parse`], the `pubsocketd.v1` control messages |
 //! | [`origin`] | [`crate::ws::origin::Origin`] and `OriginPolicy::check` |
 //! | [`flags`] | [`crate::ops::flags::normalize`] with the relay's flags |
 
 mod client_frames;
+mod control;
 mod flags;
 mod handshake;
 mod http_head;
@@ -27,6 +29,7 @@ mod rs_url;
 mod split;
 
 pub use client_frames::{client_frames, WS_MAX_MESSAGE};
+pub use control::control;
 pub use flags::flags;
 pub use handshake::handshake;
 pub use http_head::http_head;

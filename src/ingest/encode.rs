@@ -10,6 +10,7 @@ use crate::ws::deflate::Deflater;
 use crate::ws::frame;
 use base64::Engine;
 use bytes::Bytes;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Why a payload was not relayed.
@@ -98,7 +99,10 @@ impl Encoder {
             self.stats.count_dropped(&keys);
             return Err(Rejected::TooLarge);
         }
-        let json = (self.json_only || self.envelope) && is_json(payload);
+        // Envelopes for `pubsocketd.v1` clients, built only while one is
+        // connected (with -ws-envelope the frame already is one).
+        let v1 = !self.envelope && self.stats.v1_clients.load(Relaxed) > 0;
+        let json = (self.json_only || self.envelope || v1) && is_json(payload);
         if self.json_only && !json {
             self.stats.count_dropped(&keys);
             return Err(Rejected::NotJson);
@@ -115,12 +119,43 @@ impl Encoder {
         let frame = frame::encode(opcode, body);
         let deflated = self.deflate(opcode, body, &keys);
         self.scratch = scratch;
+        let (envelope, envelope_deflated) = match v1 {
+            true => self.v1_forms(channel, payload, json),
+            false => (None, None),
+        };
         Ok(Message {
             frame,
             deflated,
+            enveloped: self.envelope,
+            envelope,
+            envelope_deflated,
             keys,
             channel: self.names.0.get(channel),
         })
+    }
+
+    /// The envelope, and its compressed form while a `pubsocketd.v1` client
+    /// negotiated deflate.
+    fn v1_forms(
+        &mut self,
+        channel: &[u8],
+        payload: &[u8],
+        json: bool,
+    ) -> (Option<Bytes>, Option<Bytes>) {
+        self.envelope_body(channel, payload, json);
+        let scratch = std::mem::take(&mut self.scratch);
+        let envelope = frame::encode(frame::OP_TEXT, &scratch);
+        let wanted = self.stats.v1_deflate.load(Relaxed) > 0;
+        let zipped = match (self.deflate_min, wanted) {
+            (Some(min), true) if scratch.len() >= min => {
+                self.deflater.0.compress(&scratch, &mut self.compressed);
+                (self.compressed.len() < scratch.len())
+                    .then(|| frame::encode_deflated(frame::OP_TEXT, &self.compressed))
+            }
+            _ => None,
+        };
+        self.scratch = scratch;
+        (Some(envelope), zipped)
     }
 
     /// Turns permessage-deflate on: messages of at least `min` bytes are
@@ -216,6 +251,25 @@ mod tests {
         let m = e.encode(b"a\"q", b"\xff\x00").unwrap();
         assert_eq!(text(&m), r#"{"channel":"a\"q","data_base64":"/wA="}"#);
         assert!(serde_json::from_str::<serde_json::Value>(text(&m)).is_ok());
+    }
+
+    #[test]
+    fn envelopes_only_while_a_v1_client_is_connected() {
+        let mut e = encoder("a", false, false);
+        let m = e.encode(b"a", b"{\"n\":1}").unwrap();
+        assert_eq!(m.envelope, None);
+        assert!(m.form(false, true).is_none(), "a v1 client skips it");
+        e.stats.v1_of(false, true);
+        let m = e.encode(b"a", b"{\"n\":1}").unwrap();
+        assert_eq!(text(&m), "{\"n\":1}");
+        let env = m.form(false, true).unwrap();
+        assert_eq!(&env[2..], br#"{"channel":"a","data":{"n":1}}"#);
+        assert_eq!(m.form(true, false), Some(&m.frame));
+        let mut enveloped = encoder("a", true, false);
+        enveloped.stats.v1_of(false, true);
+        let m = enveloped.encode(b"a", b"x").unwrap();
+        assert_eq!(m.envelope, None, "the frame is the envelope");
+        assert_eq!(m.form(false, true), Some(&m.frame));
     }
 
     #[test]

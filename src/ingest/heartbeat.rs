@@ -16,6 +16,9 @@ pub async fn run(ingest: Ingest, every: Duration) {
     let beat = Message {
         frame: frame::encode(frame::OP_TEXT, HEARTBEAT.as_bytes()),
         deflated: None,
+        enveloped: false,
+        envelope: None,
+        envelope_deflated: None,
         keys: KeySet::Broadcast,
         channel: bytes::Bytes::new(),
     };

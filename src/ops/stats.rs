@@ -35,6 +35,10 @@ pub struct Stats {
     pub everyone: AtomicU64,
     /// Those of them that negotiated permessage-deflate.
     pub deflate_everyone: AtomicU64,
+    /// `pubsocketd.v1` clients (the encoder builds envelopes for them), and
+    /// those of them that negotiated permessage-deflate.
+    pub v1_clients: AtomicU64,
+    pub v1_deflate: AtomicU64,
     /// Clients per concrete channel chosen under a pattern, for
     /// `/channels`. Locked at connect and close only, never per message.
     chosen_channels: Mutex<HashMap<Bytes, u64>>,
@@ -106,6 +110,8 @@ impl Stats {
             keys: (0..keys).map(|_| KeyCounters::default()).collect(),
             everyone: AtomicU64::new(0),
             deflate_everyone: AtomicU64::new(0),
+            v1_clients: AtomicU64::new(0),
+            v1_deflate: AtomicU64::new(0),
             chosen_channels: Mutex::default(),
         }
     }
@@ -160,6 +166,18 @@ impl Stats {
             if deflate {
                 step(&k.deflate);
             }
+        }
+    }
+
+    /// Counts a `pubsocketd.v1` client in (or out of) the envelope counts.
+    pub fn v1_of(&self, deflate: bool, joined: bool) {
+        let step = |n: &AtomicU64| match joined {
+            true => n.fetch_add(1, Relaxed),
+            false => n.fetch_sub(1, Relaxed),
+        };
+        step(&self.v1_clients);
+        if deflate {
+            step(&self.v1_deflate);
         }
     }
 

@@ -18,8 +18,9 @@ pub enum Event {
     Pong,
     /// The client closes; `None` when it gave no status code.
     Close(Option<u16>),
-    /// A complete data message, already validated and discarded.
-    Message { text: bool, len: usize },
+    /// A complete data message, validated. `body` is the text of a text
+    /// message (inflated); a binary message's bytes are not kept.
+    Message { text: bool, len: usize, body: Bytes },
 }
 
 /// A protocol violation: close the connection with this code.
@@ -198,21 +199,23 @@ impl Decoder {
         let compressed = std::mem::take(&mut self.compressed);
         let total = std::mem::take(&mut self.message_len);
         self.fragmented = None;
-        let inflated;
-        let body = if compressed {
-            inflated = deflate::inflate(&whole, self.max_message).map_err(|e| match e {
-                InflateError::TooBig => violation(1009, "message too big once inflated"),
-                InflateError::Corrupt => violation(1007, "invalid deflate data"),
-            })?;
-            &inflated[..]
+        let body: Bytes = if compressed {
+            deflate::inflate(&whole, self.max_message)
+                .map_err(|e| match e {
+                    InflateError::TooBig => violation(1009, "message too big once inflated"),
+                    InflateError::Corrupt => violation(1007, "invalid deflate data"),
+                })?
+                .into()
         } else {
-            &whole[..]
+            whole.into()
         };
-        if text && std::str::from_utf8(body).is_err() {
+        if text && std::str::from_utf8(&body).is_err() {
             return Err(violation(1007, "invalid UTF-8 in a text message"));
         }
         let len = if compressed { body.len() } else { total };
-        Ok(Some(Event::Message { text, len }))
+        // Only text is kept: a binary message is never read.
+        let body = if text { body } else { Bytes::new() };
+        Ok(Some(Event::Message { text, len, body }))
     }
 }
 
@@ -300,9 +303,17 @@ mod tests {
             [
                 Event::Ping(Bytes::from_static(b"hello")),
                 Event::Pong,
-                Event::Message { text: true, len: 2 },
+                Event::Message {
+                    text: true,
+                    len: 2,
+                    body: Bytes::from("é")
+                },
                 Event::Ping(Bytes::from_static(b"mid")),
-                Event::Message { text: true, len: 4 },
+                Event::Message {
+                    text: true,
+                    len: 4,
+                    body: Bytes::from_static(b"abcd")
+                },
                 Event::Close(Some(1000)),
             ]
         );

@@ -31,7 +31,55 @@ pub struct Accepted {
     /// The client offered permessage-deflate with parameters the relay can
     /// accept (see [`super::deflate`]).
     pub deflate_offered: bool,
+    /// The subprotocol agreed on, from the client's offers.
+    pub protocol: Protocol,
 }
+
+/// What a client speaks, from its `Sec-WebSocket-Protocol` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// No offer the relay knows: the original's behaviour, no header back.
+    #[default]
+    Original,
+    /// `pubsocketd.raw`: the original's behaviour, for a client that must
+    /// offer some subprotocol; answered with it.
+    Raw,
+    /// `pubsocketd.v1`: enveloped messages and JSON control messages.
+    V1,
+}
+
+impl Protocol {
+    /// The name answered in the 101, if any.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Protocol::Original => None,
+            Protocol::Raw => Some(RAW),
+            Protocol::V1 => Some(V1),
+        }
+    }
+
+    /// The best of the offers in `values` (each a comma-separated list):
+    /// `pubsocketd.v1`, else `pubsocketd.raw`; other offers are ignored.
+    pub fn choose<'a>(values: impl Iterator<Item = &'a [u8]>) -> Protocol {
+        let mut best = Protocol::Original;
+        for value in values {
+            for offer in value.split(|&b| b == b',').map(|o| o.trim_ascii()) {
+                if offer == V1.as_bytes() {
+                    return Protocol::V1;
+                }
+                if offer == RAW.as_bytes() {
+                    best = Protocol::Raw;
+                }
+            }
+        }
+        best
+    }
+}
+
+/// The subprotocol of enveloped messages and control messages.
+pub const V1: &str = "pubsocketd.v1";
+/// The subprotocol of the original's raw payloads.
+pub const RAW: &str = "pubsocketd.raw";
 
 /// A request that is refused, with the status to answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,14 +116,17 @@ impl Refusal {
     }
 }
 
-/// The 101 response for an accepted request, naming the extension agreed
-/// on, if any.
-pub fn switching_protocols(accept: &str, extensions: Option<&str>) -> Vec<u8> {
+/// The 101 response for an accepted request, naming the extension and
+/// the subprotocol agreed on, if any.
+pub fn switching_protocols(accept: &str, extensions: Option<&str>, protocol: Protocol) -> Vec<u8> {
     let ext = extensions.map_or(String::new(), |e| {
         format!("Sec-WebSocket-Extensions: {e}\r\n")
     });
+    let proto = protocol.name().map_or(String::new(), |p| {
+        format!("Sec-WebSocket-Protocol: {p}\r\n")
+    });
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{ext}\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{ext}{proto}\r\n"
     )
     .into_bytes()
 }
@@ -116,6 +167,13 @@ pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<A
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
         .any(|h| super::deflate::accepts(h.value));
+    let protocol = Protocol::choose(
+        heads
+            .0
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+            .map(|h| h.value),
+    );
     check(&req, &heads, route, origins)
         .map(|(accept, query)| {
             Some(Accepted {
@@ -124,6 +182,7 @@ pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<A
                 real_ip: real_ip.clone(),
                 query,
                 deflate_offered,
+                protocol,
             })
         })
         .map_err(|mut r| {

@@ -1,5 +1,6 @@
 //! The WebSocket protocol, as far as a broadcasting server needs it.
 
+pub mod control;
 pub mod decode;
 pub(crate) mod deflate;
 pub mod frame;

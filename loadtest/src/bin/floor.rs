@@ -175,9 +175,13 @@ async fn upgrade(mut s: TcpStream, clients: Clients) {
             _ => return,
         }
     };
-    if s.write_all(&handshake::switching_protocols(&accept, None))
-        .await
-        .is_err()
+    if s.write_all(&handshake::switching_protocols(
+        &accept,
+        None,
+        handshake::Protocol::Original,
+    ))
+    .await
+    .is_err()
     {
         return;
     }

@@ -1,0 +1,25 @@
+//! Fuzz property of the `pubsocketd.v1` control-message parser: any bytes
+//! are a control message or a close code; 1007 exactly when the text is
+//! not JSON; an accepted message, written back as JSON, reads the same.
+
+use crate::ws::control::{self, Control};
+
+pub fn control(data: &[u8]) {
+    let is_json = serde_json::from_slice::<serde_json::Value>(data).is_ok();
+    match control::parse(data) {
+        Err(v) => {
+            assert_eq!(v.code == 1007, !is_json, "{v:?}");
+            assert!(matches!(v.code, 1007 | 1008), "{v:?}");
+        }
+        Ok(c) => {
+            let (kind, names) = match &c {
+                Control::Subscribe(n) => ("subscribe", n),
+                Control::Unsubscribe(n) => ("unsubscribe", n),
+            };
+            assert!(names.len() <= control::MAX_NAMES);
+            assert!(names.iter().all(|n| !n.is_empty()));
+            let again = serde_json::to_vec(&serde_json::json!({ kind: names })).unwrap();
+            assert_eq!(control::parse(&again).as_ref(), Ok(&c));
+        }
+    }
+}

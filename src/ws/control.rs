@@ -1,0 +1,110 @@
+//! The control messages of the `pubsocketd.v1` subprotocol: what a client
+//! may send (JSON text) and the relay's answers.
+//!
+//! `{"subscribe":["a","b"]}` and `{"unsubscribe":["a"]}` are understood.
+//! Text that is not JSON closes the connection with 1007; JSON of any other
+//! shape (another key, a value that is not a list of strings) with 1008.
+
+use super::decode::Violation;
+use serde_json::Value;
+
+/// A control message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+}
+
+/// Most channels named in one control message.
+pub const MAX_NAMES: usize = 1024;
+
+/// Reads one text message of a `pubsocketd.v1` client.
+pub fn parse(text: &[u8]) -> Result<Control, Violation> {
+    let not_json = Violation {
+        code: 1007,
+        reason: "a control message must be JSON",
+    };
+    let shape = |reason| Violation { code: 1008, reason };
+    let value: Value = serde_json::from_slice(text).map_err(|_| not_json)?;
+    let Value::Object(map) = value else {
+        return Err(shape("a control message is a JSON object"));
+    };
+    let mut fields = map.into_iter();
+    let (Some((key, list)), None) = (fields.next(), fields.next()) else {
+        return Err(shape("a control message has exactly one field"));
+    };
+    let names = names(list).ok_or(shape("channels are a list of strings"))?;
+    match key.as_str() {
+        "subscribe" => Ok(Control::Subscribe(names)),
+        "unsubscribe" => Ok(Control::Unsubscribe(names)),
+        _ => Err(shape("unknown control message")),
+    }
+}
+
+/// A JSON list of at most [`MAX_NAMES`] non-empty strings.
+fn names(list: Value) -> Option<Vec<String>> {
+    let Value::Array(items) = list else {
+        return None;
+    };
+    if items.len() > MAX_NAMES {
+        return None;
+    }
+    items
+        .into_iter()
+        .map(|v| match v {
+            Value::String(s) if !s.is_empty() => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `{"subscribed":[…]}` or `{"unsubscribed":[…]}`.
+pub fn done(kind: &str, names: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ kind: names })).unwrap_or_default()
+}
+
+/// `{"error":"…","channels":[…]}`: a request refused, nothing changed.
+pub fn refused(why: &str, names: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "error": why, "channels": names })).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_shapes_and_their_refusals() {
+        assert_eq!(
+            parse(br#"{"subscribe":["a","b.c"]}"#),
+            Ok(Control::Subscribe(vec!["a".into(), "b.c".into()]))
+        );
+        assert_eq!(
+            parse(br#" {"unsubscribe":[]} "#),
+            Ok(Control::Unsubscribe(vec![]))
+        );
+        for (bad, code) in [
+            (&b"subscribe a"[..], 1007),
+            (b"{\"subscribe\":[\"a\"]", 1007),
+            (b"[\"subscribe\"]", 1008),
+            (b"{}", 1008),
+            (br#"{"subscribe":["a"],"unsubscribe":["b"]}"#, 1008),
+            (br#"{"subscribe":"a"}"#, 1008),
+            (br#"{"subscribe":[1]}"#, 1008),
+            (br#"{"subscribe":[""]}"#, 1008),
+            (br#"{"publish":["a"]}"#, 1008),
+        ] {
+            assert_eq!(parse(bad).unwrap_err().code, code, "{bad:?}");
+        }
+        let many = format!("{{\"subscribe\":{:?}}}", vec!["x"; MAX_NAMES + 1]);
+        assert_eq!(parse(many.as_bytes()).unwrap_err().code, 1008);
+    }
+
+    #[test]
+    fn answers_are_json() {
+        let names = vec!["a\"b".to_string()];
+        let v: Value = serde_json::from_slice(&done("subscribed", &names)).unwrap();
+        assert_eq!(v, serde_json::json!({"subscribed": ["a\"b"]}));
+        let v: Value = serde_json::from_slice(&refused("not relayed here", &names)).unwrap();
+        assert_eq!(v["channels"][0], "a\"b");
+    }
+}
