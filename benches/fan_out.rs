@@ -12,7 +12,7 @@ mod common;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pubsocketd::channels::Channels;
+use pubsocketd::channels::{Channels, Live};
 use pubsocketd::fanout::conn::{Conn, Delivery, MAX_IOV};
 use pubsocketd::ingest::encode::Encoder;
 use pubsocketd::ops::stats::Stats;
@@ -105,9 +105,9 @@ fn deliver(c: &mut Criterion) {
 }
 
 fn encoder(list: &str) -> Encoder {
-    let channels = Arc::new(Channels::parse(list).unwrap());
+    let channels = Channels::parse(list).unwrap();
     let stats = Arc::new(Stats::new(1, channels.keys().len()));
-    Encoder::new(channels, false, false, 1 << 20, stats)
+    Encoder::new(Arc::new(Live::new(channels)), false, false, 1 << 20, stats)
 }
 
 fn encode(c: &mut Criterion) {

@@ -10,16 +10,25 @@
 
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
 
-/// Most keys in `-rs-channel`.
+/// Most keys in `-rs-channel` (with `-rs-channel-file`).
 pub const MAX_KEYS: usize = 10_000;
+/// Most key ids ever given out in one run: a key removed by a reload keeps
+/// its id (so that counters and every client's choice stay valid), so
+/// reloads that add more than this many keys in all need a restart.
+pub const MAX_IDS: usize = 2 * MAX_KEYS;
 
 /// One entry of `-rs-channel`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
     pub name: String,
     pub pattern: bool,
+    /// Removed by a reload: never matched, never chosen; its id stays
+    /// taken until the relay restarts.
+    pub removed: bool,
 }
 
 /// The configured keys.
@@ -69,6 +78,55 @@ pub struct Selection {
     pub keys: Box<[u32]>,
     /// Concrete channels chosen under a pattern key.
     pub channels: Box<[Bytes]>,
+    /// The keys the client counts under in the per-key gauges, fixed when
+    /// the choice is made, so that it is counted out as it was counted in
+    /// even when a reload changed the keys in between.
+    pub counted: Box<[u32]>,
+}
+
+/// The channels relayed now, shared by the sources, the workers and the
+/// metrics, and replaced as a whole by a reload. Readers on the message
+/// path check the generation (one atomic load) and take the new set only
+/// when it changed.
+pub struct Live {
+    current: RwLock<Arc<Channels>>,
+    generation: AtomicU64,
+    changed: watch::Sender<u64>,
+}
+
+impl Live {
+    pub fn new(channels: Channels) -> Live {
+        Live {
+            current: RwLock::new(Arc::new(channels)),
+            generation: AtomicU64::new(0),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// The set now.
+    pub fn get(&self) -> Arc<Channels> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes with every reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    /// Replaces the set and tells the watchers.
+    pub fn set(&self, channels: Channels) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(channels);
+        let g = self.generation.fetch_add(1, Relaxed) + 1;
+        self.changed.send_replace(g);
+    }
+
+    /// Wakes on every reload.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
 }
 
 /// Whether `name` is a Redis glob pattern rather than a channel name.
@@ -88,6 +146,7 @@ impl Channels {
             keys.push(Key {
                 name: name.to_string(),
                 pattern: is_pattern(name),
+                removed: false,
             });
         }
         if keys.is_empty() {
@@ -105,7 +164,7 @@ impl Channels {
     fn of(keys: Vec<Key>) -> Channels {
         let mut names = HashMap::new();
         let mut patterns = Vec::new();
-        for (i, k) in keys.iter().enumerate() {
+        for (i, k) in keys.iter().enumerate().filter(|(_, k)| !k.removed) {
             match k.pattern {
                 true => patterns.push(i as u32),
                 false => {
@@ -120,26 +179,74 @@ impl Channels {
         }
     }
 
+    /// Every key by id, removed ones included (see [`Key::removed`]).
     pub fn keys(&self) -> &[Key] {
         &self.keys
+    }
+
+    /// The keys relayed now, with their ids.
+    pub fn live(&self) -> impl Iterator<Item = (u32, &Key)> + '_ {
+        let ids = 0..self.keys.len() as u32;
+        ids.zip(&self.keys).filter(|(_, k)| !k.removed)
+    }
+
+    /// The id of the live key spelled `name` (a name or a pattern).
+    pub fn id_of(&self, name: &[u8]) -> Option<u32> {
+        self.names
+            .get(name)
+            .copied()
+            .or_else(|| self.pattern_id(name))
+    }
+
+    /// The keys after a reload to `list`: kept keys keep their ids, removed
+    /// ones are marked, new ones (or ones back from removal) are added.
+    /// Returns the new set and the (added, removed) counts.
+    pub fn reload(&self, list: &str) -> Result<(Channels, usize, usize), String> {
+        let wanted = Channels::parse(list)?;
+        let wanted: HashSet<&str> = wanted.keys.iter().map(|k| k.name.as_str()).collect();
+        let mut keys = self.keys.clone();
+        let (mut added, mut removed) = (0, 0);
+        for k in keys.iter_mut() {
+            let keep = wanted.contains(k.name.as_str());
+            added += usize::from(keep && k.removed);
+            removed += usize::from(!keep && !k.removed);
+            k.removed = !keep;
+        }
+        let mut known: HashSet<String> = keys.iter().map(|k| k.name.clone()).collect();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if known.insert(name.to_string()) {
+                keys.push(Key {
+                    name: name.to_string(),
+                    pattern: is_pattern(name),
+                    removed: false,
+                });
+                added += 1;
+            }
+        }
+        if keys.len() > MAX_IDS {
+            return Err(format!(
+                "more than {MAX_IDS} channels and patterns since the start; restart the relay"
+            ));
+        }
+        Ok((Channels::of(keys), added, removed))
     }
 
     /// The keys for a log line: `the NAME channel` for one name, else the
     /// list, cut after the first 16 (a list of thousands is not a line).
     pub fn describe(&self, many_prefix: &str) -> String {
         const SHOWN: usize = 16;
-        if let [one] = &self.keys[..] {
+        let mut live = self.live();
+        if let (Some((_, one)), None) = (live.next(), live.next()) {
             if !one.pattern {
                 return format!("the {} channel", one.name);
             }
         }
         let names: Vec<&str> = self
-            .keys
-            .iter()
+            .live()
             .take(SHOWN)
-            .map(|k| k.name.as_str())
+            .map(|(_, k)| k.name.as_str())
             .collect();
-        let more = match self.keys.len() {
+        let more = match self.live().count() {
             n if n > SHOWN => format!(" and {} more", n - SHOWN),
             _ => String::new(),
         };
@@ -226,14 +333,17 @@ impl Channels {
             );
             return Err((400, why));
         }
-        let everything = keys.len() == self.keys.len() && channels.is_empty();
+        let everything = keys.len() == self.live().count() && channels.is_empty();
         if !any || everything {
             return Ok(None);
         }
-        Ok(Some(Selection {
+        let mut sel = Selection {
             keys: keys.into(),
             channels: channels.into(),
-        }))
+            counted: Box::default(),
+        };
+        sel.counted = self.counted_keys(&sel).into();
+        Ok(Some(sel))
     }
 
     /// The index of the pattern key spelled `name` (a client may choose a
@@ -243,6 +353,16 @@ impl Channels {
             .iter()
             .copied()
             .find(|&id| self.keys[id as usize].name.as_bytes() == name)
+    }
+
+    /// Whether a client that chose `sel` still reads something here (after
+    /// a reload removed keys).
+    pub fn still_reads(&self, sel: &Selection) -> bool {
+        if sel.keys.is_empty() && sel.channels.is_empty() {
+            return true; // it chose nothing (a v1 client that unsubscribed)
+        }
+        let live_key = |&id: &u32| self.keys.get(id as usize).is_some_and(|k| !k.removed);
+        sel.keys.iter().any(live_key) || sel.channels.iter().any(|c| !self.keys_for(c).is_nothing())
     }
 
     /// The keys a client counts under in the per-key gauges: those it

@@ -223,3 +223,72 @@ async fn more_channels_than_allowed_is_a_400() {
     redis.publish("user.1", b"ok");
     assert_eq!(next_data(&mut two, T).await, Message::text("ok"));
 }
+
+/// `-rs-channel-file`: one name or pattern per line; SIGHUP reads it again,
+/// subscribes what is new and unsubscribes what is gone without dropping
+/// anyone else, and closes with 1008 the clients left with nothing.
+#[tokio::test]
+async fn a_channel_file_reloaded_on_sighup() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("channels");
+    std::fs::write(&file, "news   # the front page\n\n# users\nuser.*\n").unwrap();
+    let arg = format!("-rs-channel-file={}", file.display());
+    let r = Relay::insecure(redis.port(), &[&arg]);
+    r.wait_subscribed(1);
+    assert_eq!(redis.subscriber_count("news"), 1);
+    let mut news = relay::connect(&r.url("/?channel=news"), None)
+        .await
+        .unwrap();
+    let mut user = relay::connect(&r.url("/?channel=user.1"), None)
+        .await
+        .unwrap();
+    let mut all = relay::connect(&r.url("/"), None).await.unwrap();
+    let resp = raw_exchange(
+        &r.addr(),
+        upgrade_request("/?channel=alerts", "").as_bytes(),
+    );
+    assert_eq!(status_of(&resp), 404);
+
+    std::fs::write(&file, "user.*\nalerts\n").unwrap();
+    r.signal(libc::SIGHUP);
+    let line = r
+        .stdout
+        .wait_for("[channels] SIGHUP", T)
+        .expect("the reload is logged");
+    assert!(
+        line.contains("1 added, 1 removed; 2 channels and patterns relayed"),
+        "{line}"
+    );
+    // The client of news alone is closed; the others stay.
+    assert_eq!(relay::close_code(&mut news, T).await, Some(1008));
+    let deadline = std::time::Instant::now() + T;
+    while redis.subscriber_count("alerts") != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(redis.subscriber_count("alerts"), 1);
+    assert_eq!(redis.subscriber_count("news"), 0);
+    let mut alerts = relay::connect(&r.url("/?channel=alerts"), None)
+        .await
+        .unwrap();
+    redis.publish("news", b"nobody");
+    redis.publish("user.1", b"for 1");
+    redis.publish("alerts", b"alert");
+    expect(&mut user, &["for 1"]).await;
+    expect(&mut all, &["for 1", "alert"]).await;
+    expect(&mut alerts, &["alert"]).await;
+
+    // A file that cannot be used changes nothing.
+    std::fs::write(&file, "a,b\n").unwrap();
+    r.signal(libc::SIGHUP);
+    let line = r
+        .stdout
+        .wait_for("the channels stay as they were", T)
+        .expect("the refusal is logged");
+    assert!(
+        line.contains("line 1: one channel or pattern per line"),
+        "{line}"
+    );
+    redis.publish("alerts", b"still");
+    expect(&mut alerts, &["still"]).await;
+}

@@ -212,3 +212,40 @@ fn patterns_are_refused_with_cluster() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sharded pub/sub has no patterns"));
 }
+
+/// Under `-rs-cluster`, a SIGHUP that adds a channel to the channel file
+/// subscribes it on the node that owns it (and only that node's session is
+/// restarted); one that lists a pattern is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_file_reloaded_under_cluster() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("channels");
+    std::fs::write(&file, "a\n").unwrap();
+    let seed = cluster.nodes[0].port();
+    let r = Relay::start(&[
+        "-ws-insecure",
+        "-rs-cluster",
+        &format!("-rs-url=redis://127.0.0.1:{seed}"),
+        &format!("-rs-channel-file={}", file.display()),
+    ]);
+    r.wait_subscribed(1);
+    std::fs::write(&file, "a\nb\n").unwrap();
+    r.signal(libc::SIGHUP);
+    r.stdout
+        .wait_for("[redis] subscribed to b on cluster node", T)
+        .unwrap_or_else(|| panic!("b not subscribed: {:#?}", r.stdout.all()));
+    let mut ws = relay::connect(&r.url("/?channel=b"), None).await.unwrap();
+    cluster.spublish("b", "b after the reload");
+    assert_eq!(
+        next_data(&mut ws, T).await,
+        Message::text("b after the reload")
+    );
+    std::fs::write(&file, "a\nb\nc.*\n").unwrap();
+    r.signal(libc::SIGHUP);
+    let line = r
+        .stdout
+        .wait_for("which -rs-cluster cannot relay", T)
+        .expect("the pattern is refused");
+    assert!(line.contains("the channels stay as they were"), "{line}");
+}

@@ -219,8 +219,8 @@ fn admit(
         ..Refusal::new(status, why)
     };
     let selection = ctx
-        .cfg
         .channels
+        .get()
         .select(&acc.query, ctx.cfg.max_channels)
         .map_err(|(status, why)| refuse(status, why))?
         .map(Box::new);

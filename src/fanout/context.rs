@@ -2,7 +2,7 @@
 //! TLS acceptor and the counters, and the one way a client is counted in
 //! and out of the per-channel gauges (at the upgrade and at the close).
 
-use crate::channels::Selection;
+use crate::channels::{Live, Selection};
 use crate::ops::config::Config;
 use crate::ops::stats::Stats;
 use slog::Logger;
@@ -11,6 +11,8 @@ use tokio_rustls::TlsAcceptor;
 
 /// What every worker shares, read-only.
 pub struct Context {
+    /// The channels relayed now (the configuration's, until a reload).
+    pub channels: Arc<Live>,
     pub cfg: Config,
     pub log: Logger,
     pub tls: Option<TlsAcceptor>,
@@ -34,8 +36,7 @@ impl Context {
         match selection {
             None => self.stats.clients_of(None, deflate, joined),
             Some(sel) => {
-                let keys = self.cfg.channels.counted_keys(sel);
-                self.stats.clients_of(Some(&keys), deflate, joined);
+                self.stats.clients_of(Some(&sel.counted), deflate, joined);
                 self.stats.channels_of(sel, joined);
             }
         }

@@ -26,7 +26,7 @@ pub(crate) fn apply(w: &Worker, c: &Conn, text: &[u8]) -> Result<(), Violation> 
 }
 
 fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
-    let channels = &w.ctx.cfg.channels;
+    let channels = &w.ctx.channels.get();
     let unknown: Vec<String> = names
         .iter()
         .filter(|n| channels.keys_for(n.as_bytes()).is_nothing() && !is_key(channels, n))
@@ -43,6 +43,7 @@ fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
     for name in names {
         add(channels, &mut sel, name);
     }
+    sel.counted = channels.counted_keys(&sel).into();
     let max = w.ctx.cfg.max_channels;
     if sel.keys.len() + sel.channels.len() > max {
         let why = format!("over -ws-max-channels ({max})");
@@ -53,12 +54,13 @@ fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
 }
 
 fn unsubscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
-    let channels = &w.ctx.cfg.channels;
+    let channels = &w.ctx.channels.get();
     let current = c.selection().clone();
     let mut sel = current.unwrap_or_else(|| Box::new(everything(channels)));
     for name in names {
         remove(channels, &mut sel, name);
     }
+    sel.counted = channels.counted_keys(&sel).into();
     w.reselect(c, Some(sel));
     control::done("unsubscribed", names)
 }
@@ -66,15 +68,15 @@ fn unsubscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
 /// Whether `name` is a configured key spelled as it is (a pattern may be
 /// chosen whole).
 fn is_key(channels: &Channels, name: &str) -> bool {
-    channels.keys().iter().any(|k| k.name == name)
+    channels.id_of(name.as_bytes()).is_some()
 }
 
 /// Adds `name` (a key, or a channel a pattern covers) to `sel`.
 fn add(channels: &Channels, sel: &mut Selection, name: &str) {
-    match channels.keys().iter().position(|k| k.name == name) {
+    match channels.id_of(name.as_bytes()) {
         Some(id) => {
             let mut keys = sel.keys.to_vec();
-            keys.push(id as u32);
+            keys.push(id);
             keys.sort_unstable();
             keys.dedup();
             sel.keys = keys.into();
@@ -110,7 +112,8 @@ fn remove(channels: &Channels, sel: &mut Selection, name: &str) {
 /// it unsubscribes from some.
 fn everything(channels: &Channels) -> Selection {
     Selection {
-        keys: (0..channels.keys().len() as u32).collect(),
+        keys: channels.live().map(|(id, _)| id).collect(),
         channels: Box::default(),
+        counted: Box::default(),
     }
 }

@@ -85,6 +85,7 @@ async fn run(
     let mut acceptor = Acceptor::new(listener, "[accept]", ctx.log.clone());
     let w = Rc::new(Worker::new(id, ctx));
     let mut batch = Vec::with_capacity(super::conn::MAX_IOV);
+    let mut reloads = w.ctx.channels.watch();
     let mut tick = tokio::time::interval(w.tick_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -99,6 +100,7 @@ async fn run(
                 batch.clear();
             }
             _ = tick.tick() => w.housekeeping(),
+            Ok(()) = reloads.changed() => w.channels_changed(),
             (stream, addr) = acceptor.next() => {
                 tokio::task::spawn_local(accept::serve(stream, addr, w.clone()));
             }

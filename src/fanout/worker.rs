@@ -18,7 +18,7 @@ use crate::ops::config::Io;
 use crate::ops::stats::WorkerCounters;
 use crate::ws::frame;
 use bytes::Bytes;
-use slog::{debug, warn};
+use slog::{debug, info, warn};
 use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
 use std::rc::Rc;
@@ -73,6 +73,7 @@ struct Prebuilt {
     ping: Bytes,
     going_away: Bytes,
     slow: Bytes,
+    removed: Bytes,
 }
 
 /// The worker's state, shared by its loop and its connection tasks.
@@ -126,6 +127,7 @@ impl Worker {
                 ping: frame::encode(frame::OP_PING, b""),
                 going_away: frame::close(1001, "server shutting down"),
                 slow: frame::close(1008, "slow consumer: too many bytes waiting"),
+                removed: frame::close(1008, "every channel it read was removed"),
             },
             next_ping: Cell::new(next_ping),
             ring: RefCell::new(ring),
@@ -315,6 +317,31 @@ impl Worker {
         let mut conns = self.conns.borrow_mut();
         c.slot.set(conns.len());
         conns.push(c);
+    }
+
+    /// After a reload: a client that chose channels and reads none of them
+    /// any more is closed with 1008; the others go on (what was removed
+    /// simply matches no message now).
+    pub(crate) fn channels_changed(&self) {
+        let channels = self.ctx.channels.get();
+        let mut closed = 0;
+        for c in self.conns.borrow().iter() {
+            let gone = c
+                .selection()
+                .as_deref()
+                .is_some_and(|sel| !channels.still_reads(sel));
+            if gone && c.state() == State::Open {
+                c.close(&self.frames.removed);
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            info!(
+                self.ctx.log,
+                "[channels] worker {}: closed {closed} clients whose every channel was removed (1008)",
+                self.id
+            );
+        }
     }
 
     /// Gives a client a new selection: out of the index and the gauges

@@ -3,7 +3,7 @@
 //! form when some client negotiated compression), plus the configured keys
 //! its channel matches, so that no worker looks at the payload again.
 
-use crate::channels::{Channels, KeySet, Names};
+use crate::channels::{Channels, KeySet, Live, Names};
 use crate::fanout::hub::Message;
 use crate::ops::stats::Stats;
 use crate::ws::deflate::Deflater;
@@ -29,7 +29,11 @@ pub enum Rejected {
 /// and a scratch buffer for envelopes).
 #[derive(Clone)]
 pub struct Encoder {
+    /// The channels relayed now, and this encoder's copy of them with its
+    /// generation (refreshed when a reload changed them).
+    live: Arc<Live>,
     channels: Arc<Channels>,
+    generation: u64,
     envelope: bool,
     json_only: bool,
     max_payload: usize,
@@ -64,14 +68,16 @@ impl Clone for NamesCell {
 
 impl Encoder {
     pub fn new(
-        channels: Arc<Channels>,
+        live: Arc<Live>,
         envelope: bool,
         json_only: bool,
         max_payload: usize,
         stats: Arc<Stats>,
     ) -> Encoder {
         Encoder {
-            channels,
+            channels: live.get(),
+            generation: live.generation(),
+            live,
             envelope,
             json_only,
             max_payload,
@@ -84,13 +90,18 @@ impl Encoder {
         }
     }
 
-    pub fn channels(&self) -> &Channels {
+    /// The channels relayed now.
+    pub fn channels(&mut self) -> &Channels {
+        if self.live.generation() != self.generation {
+            self.generation = self.live.generation();
+            self.channels = self.live.get();
+        }
         &self.channels
     }
 
     /// The message for `payload` published on `channel`, counted per key.
     pub fn encode(&mut self, channel: &[u8], payload: &[u8]) -> Result<Message, Rejected> {
-        let keys = self.channels.keys_for(channel);
+        let keys = self.channels().keys_for(channel);
         if keys.is_nothing() {
             return Err(Rejected::NoSubscriber);
         }
@@ -219,9 +230,15 @@ mod tests {
     use super::*;
 
     fn encoder(list: &str, envelope: bool, json_only: bool) -> Encoder {
-        let channels = Arc::new(Channels::parse(list).unwrap());
+        let channels = Channels::parse(list).unwrap();
         let stats = Arc::new(Stats::new(1, channels.keys().len()));
-        Encoder::new(channels, envelope, json_only, 100, stats)
+        Encoder::new(
+            Arc::new(Live::new(channels)),
+            envelope,
+            json_only,
+            100,
+            stats,
+        )
     }
 
     fn text(m: &Message) -> &str {

@@ -25,8 +25,8 @@ impl Ingest {
         }
     }
 
-    /// The configured channels and patterns.
-    pub fn channels(&self) -> &Channels {
+    /// The channels and patterns relayed now.
+    pub fn channels(&mut self) -> &Channels {
         self.encoder.channels()
     }
 
@@ -55,7 +55,7 @@ impl Ingest {
 
     /// Counts a message that was skipped before its payload was read (over
     /// `-rs-max-payload` while streaming in from Redis).
-    pub fn count_oversized(&self, channel: &[u8]) {
+    pub fn count_oversized(&mut self, channel: &[u8]) {
         let keys = self.channels().keys_for(channel);
         self.stats.count_received(&keys);
         self.stats.count_dropped(&keys);

@@ -6,7 +6,7 @@ use crate::channels::Channels;
 use crate::ops::secret::Secret;
 use crate::ws::origin::{Origin, OriginPolicy};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Every flag that takes a value, for the Go-spelling normaliser.
@@ -18,6 +18,7 @@ pub const VALUE_FLAGS: &[&str] = &[
     "rs-host",
     "rs-port",
     "rs-channel",
+    "rs-channel-file",
     "ps-log-file",
     "tls-cert",
     "tls-key",
@@ -135,9 +136,13 @@ pub struct Args {
     pub rs_port: u16,
     /// comma-separated Redis channels to relay; names with * ? [ are
     /// patterns (PSUBSCRIBE); clients choose with ?channel=NAME (default
-    /// pubsocketd)
-    #[argh(option, default = "String::from(\"pubsocketd\")")]
-    pub rs_channel: String,
+    /// pubsocketd, unless -rs-channel-file is given)
+    #[argh(option)]
+    pub rs_channel: Option<String>,
+    /// file of more channels and patterns to relay, one per line (# starts
+    /// a comment); SIGHUP reads it again (default none)
+    #[argh(option)]
+    pub rs_channel_file: Option<PathBuf>,
     /// negotiate permessage-deflate with clients that offer it; each
     /// message is compressed once for all of them (default true)
     #[argh(option, default = "true", from_str_fn(boolean))]
@@ -261,6 +266,10 @@ pub struct Config {
     pub json_only: bool,
     pub redis: RedisSettings,
     pub channels: Channels,
+    /// `-rs-channel`, as given (`None`: the default, or the file alone).
+    pub channel_flag: Option<String>,
+    /// `-rs-channel-file`, read again on SIGHUP.
+    pub channel_file: Option<PathBuf>,
     pub envelope: bool,
     /// permessage-deflate on, and the smallest message compressed.
     pub deflate: Option<usize>,
@@ -298,7 +307,10 @@ impl Config {
         if a.ws_heartbeat && a.ws_heartbeat_interval.is_zero() {
             return Err("-ws-heartbeat-interval must be above 0".into());
         }
-        let channels = Channels::parse(&a.rs_channel)?;
+        let channels = Channels::parse(&channel_list(
+            a.rs_channel.as_deref(),
+            a.rs_channel_file.as_deref(),
+        )?)?;
         let redis = RedisSettings::from_args(&a)?;
         if redis.cluster && channels.keys().iter().any(|k| k.pattern) {
             return Err(
@@ -338,6 +350,8 @@ impl Config {
             json_only: a.ws_json_only,
             redis,
             channels,
+            channel_flag: a.rs_channel.clone(),
+            channel_file: a.rs_channel_file.clone(),
             envelope: a.ws_envelope,
             deflate: a.ws_deflate.then_some(a.ws_deflate_min),
             publish,
@@ -368,6 +382,34 @@ fn rs_channel_list(channels: &Channels) -> String {
         list.push(&total);
     }
     list.join(",")
+}
+
+/// The keys to relay: `-rs-channel`'s list, then the lines of
+/// `-rs-channel-file` (blank lines and `#` comments skipped), as one
+/// comma-separated list. Without either, the original's `pubsocketd`.
+pub fn channel_list(flag: Option<&str>, file: Option<&Path>) -> Result<String, String> {
+    let mut list: Vec<String> = flag.map(|f| vec![f.to_string()]).unwrap_or_default();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read -rs-channel-file {}: {e}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.contains(',') {
+                return Err(format!(
+                    "-rs-channel-file {} line {}: one channel or pattern per line",
+                    path.display(),
+                    n + 1
+                ));
+            }
+            if !line.is_empty() {
+                list.push(line.to_string());
+            }
+        }
+    }
+    if flag.is_none() && file.is_none() {
+        list.push("pubsocketd".into());
+    }
+    Ok(list.join(","))
 }
 
 /// `-ws-host`: an address, or a name resolved once at start.
@@ -865,6 +907,7 @@ mod tests {
                 }
                 "ws-queue-bytes" | "ws-max-message" | "rs-max-payload" | "ws-deflate-min" => "1KiB",
                 "ws-host" | "rs-host" | "broker-host" => "127.0.0.1",
+                "rs-channel-file" => "/dev/null",
                 "ws-route" => "/x",
                 _ => "http://a.example",
             };
@@ -875,6 +918,7 @@ mod tests {
                 "rs-client-cert" => "-rs-client-key=k",
                 "rs-client-key" => "-rs-client-cert=c",
                 "publish-addr" => "-publish-token=t",
+                "rs-channel-file" => "-rs-channel=x",
                 _ => "-tls-cert=a",
             };
             let r = parse(&["-ws-insecure", &arg, companion, "-tls-cert=a", "-tls-key=b"]);
@@ -949,6 +993,41 @@ mod tests {
             let e = parse(&["-ws-insecure", &format!("-rs-url={url}")]).unwrap_err();
             assert!(e.contains(why), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn channel_lists_from_the_flag_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c");
+        std::fs::write(
+            &file,
+            "news # front page
+
+  # users
+user.*
+",
+        )
+        .unwrap();
+        assert_eq!(channel_list(None, None).unwrap(), "pubsocketd");
+        assert_eq!(channel_list(Some("a,b"), None).unwrap(), "a,b");
+        assert_eq!(channel_list(None, Some(&file)).unwrap(), "news,user.*");
+        assert_eq!(
+            channel_list(Some("a"), Some(&file)).unwrap(),
+            "a,news,user.*"
+        );
+        std::fs::write(
+            &file, "ok
+x,y
+",
+        )
+        .unwrap();
+        let e = channel_list(None, Some(&file)).unwrap_err();
+        assert!(
+            e.ends_with("line 2: one channel or pattern per line"),
+            "{e}"
+        );
+        let e = channel_list(None, Some(&dir.path().join("missing"))).unwrap_err();
+        assert!(e.starts_with("cannot read -rs-channel-file"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! own listener (`-metrics-addr`), served by the main thread so that a
 //! scrape never touches a worker.
 
+use crate::channels::Live;
 use crate::net::accept::Acceptor;
 use crate::net::http::{self, HeadError, Response};
 use crate::ops::stats::{largest, KeyCounters, Stats};
@@ -15,8 +16,8 @@ use tokio::time::Instant;
 
 /// What the metrics endpoint reports besides the counters.
 pub struct Info {
-    /// The configured channels and patterns, in `-rs-channel` order.
-    pub keys: Vec<String>,
+    /// The channels and patterns relayed now (a reload changes them).
+    pub channels: Arc<Live>,
     pub max_connections: usize,
     pub workers: usize,
     /// The write backend the workers started with (`-io`, after any
@@ -74,11 +75,10 @@ fn channels(stats: &Stats, info: &Info) -> serde_json::Value {
         .into_iter()
         .map(|(c, n)| (String::from_utf8_lossy(&c).into_owned(), n.into()))
         .collect();
-    let mut keys: Vec<(&str, u64)> = info
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(i, name)| (name.as_str(), stats.key_clients(i)))
+    let channels = info.channels.get();
+    let mut keys: Vec<(&str, u64)> = channels
+        .live()
+        .map(|(id, k)| (k.name.as_str(), stats.key_clients(id as usize)))
         .filter(|(_, n)| *n > 0)
         .collect();
     largest(&mut keys);
@@ -188,18 +188,16 @@ fn connections(e: &mut Exposition, stats: &Stats, info: &Info) {
 
 /// Messages and clients per configured channel or pattern.
 fn per_key(e: &mut Exposition, stats: &Stats, info: &Info) {
+    let channels = info.channels.get();
     let samples = |pick: fn(&KeyCounters) -> u64| -> Vec<(String, u64)> {
-        info.keys
-            .iter()
-            .zip(stats.keys.iter())
-            .map(|(name, k)| (label(name), pick(k)))
+        channels
+            .live()
+            .map(|(id, k)| (label(&k.name), pick(&stats.keys[id as usize])))
             .collect()
     };
-    let clients: Vec<(String, u64)> = info
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(i, name)| (label(name), stats.key_clients(i)))
+    let clients: Vec<(String, u64)> = channels
+        .live()
+        .map(|(id, k)| (label(&k.name), stats.key_clients(id as usize)))
         .collect();
     e.metric(
         "pubsocketd_messages_received_total",
@@ -295,7 +293,7 @@ mod tests {
         stats.refused(403);
         stats.refused(0);
         let info = Info {
-            keys: vec!["a\"b".into()],
+            channels: Arc::new(Live::new(crate::channels::Channels::parse("a\"b").unwrap())),
             max_connections: 10,
             workers: 2,
             io: "epoll",

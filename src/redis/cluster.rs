@@ -12,6 +12,7 @@ use super::connect::{ConnectError, Target};
 use super::resp::reply;
 use super::resp::write::command;
 use super::subscriber::{Failure, Node, Subscriber};
+use crate::channels::{Channels, Live};
 use crate::ingest::handle::Ingest;
 use crate::ops::config::Config;
 use crate::ops::stats::Stats;
@@ -37,6 +38,7 @@ pub struct Cluster {
     pub cfg: Config,
     pub target: Target,
     pub ingest: Ingest,
+    pub channels: Arc<Live>,
     pub log: Logger,
     pub stats: Arc<Stats>,
     pub fatal: Option<oneshot::Sender<String>>,
@@ -49,6 +51,7 @@ impl From<Subscriber> for Cluster {
             cfg: s.cfg,
             target: s.target,
             ingest: s.ingest,
+            channels: s.channels,
             log: s.log,
             stats: s.stats,
             fatal: s.fatal,
@@ -70,12 +73,13 @@ impl Cluster {
         let (ended_tx, mut ended) = mpsc::unbounded_channel::<Failure>();
         let mut backoff = Backoff::new();
         let mut ever_live = false;
+        let mut reloads = self.channels.watch();
         let mut known = vec![(self.cfg.redis.host.clone(), self.cfg.redis.port)];
         loop {
             match self.slot_map(&known).await {
                 Ok(map) => {
                     known = nodes_of(&map, &known);
-                    let plan = plan(&self.cfg, &map);
+                    let plan = plan(&self.channels.get(), &map);
                     self.apply(&plan, &mut running, &ended_tx);
                 }
                 Err(f) => {
@@ -108,6 +112,9 @@ impl Cluster {
                 tokio::select! {
                     f = ended.recv() => break f,
                     _ = tokio::time::sleep(READY_POLL) => {}
+                    // Channels added or removed: plan again, restarting
+                    // only the sessions of the nodes whose share changed.
+                    Ok(()) = reloads.changed() => break None,
                 }
             };
             self.stats.redis_up.store(false, Relaxed);
@@ -177,6 +184,7 @@ impl Cluster {
             cfg: self.cfg.clone(),
             target: self.target.clone(),
             ingest: self.ingest.clone(),
+            channels: self.channels.clone(),
             log: self.log.clone(),
             stats: self.stats.clone(),
             fatal: None,
@@ -267,9 +275,9 @@ pub fn parse_slots(reply: &BytesFrame, asked: &str) -> Result<SlotMap, String> {
 }
 
 /// The channels each master must be asked for.
-pub fn plan(cfg: &Config, map: &SlotMap) -> BTreeMap<(String, u16), Vec<String>> {
+pub fn plan(channels: &Channels, map: &SlotMap) -> BTreeMap<(String, u16), Vec<String>> {
     let mut plan: BTreeMap<(String, u16), Vec<String>> = BTreeMap::new();
-    for key in cfg.channels.keys() {
+    for (_, key) in channels.live() {
         let slot = redis_protocol::redis_keyslot(key.name.as_bytes());
         if let Some((_, _, host, port)) = map.iter().find(|(a, b, _, _)| (*a..=*b).contains(&slot))
         {
@@ -344,7 +352,7 @@ mod tests {
         };
         let a: crate::ops::config::Args = crate::ops::flags::parse_from("p", &args, &spec).unwrap();
         let cfg = Config::from_args(a).unwrap();
-        let p = plan(&cfg, &map);
+        let p = plan(&cfg.channels, &map);
         assert_eq!(p[&("127.0.0.1".to_string(), 7003)], ["a", "{a}x"]);
         assert_eq!(p[&("127.0.0.1".to_string(), 7001)], ["b"]);
         assert!(parse_slots(

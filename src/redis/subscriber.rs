@@ -8,6 +8,7 @@ use super::backoff::Backoff;
 use super::connect::{ConnectError, Target};
 use super::resp::write::command;
 use super::resp::{Item, PushReader};
+use crate::channels::{Channels, Key, Live};
 use crate::ingest::encode::Rejected;
 use crate::ingest::handle::Ingest;
 use crate::ops::config::Config;
@@ -20,7 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{sleep, sleep_until};
 
 /// Read buffer size; a larger payload grows it to fit, once.
@@ -32,6 +33,8 @@ pub struct Subscriber {
     pub target: Target,
     /// Where each message goes (encoded once, handed to every worker).
     pub ingest: Ingest,
+    /// The channels relayed now (a reload changes them).
+    pub channels: Arc<Live>,
     pub log: Logger,
     pub stats: Arc<Stats>,
     /// Told when Redis refuses our credentials or subscriptions before the
@@ -117,7 +120,10 @@ impl Subscriber {
             },
         })?;
         debug!(self.log, "[redis] connected to {addr}");
-        for cmd in self.subscribe_commands() {
+        let mut reloads = self.channels.watch();
+        reloads.mark_unchanged();
+        let mut subscribed = self.channels.get();
+        for cmd in self.subscribe_commands(&subscribed) {
             sock.write_all(&cmd)
                 .await
                 .map_err(|e| Failure::io(format!("connection to {addr} lost: {e}")))?;
@@ -126,12 +132,18 @@ impl Subscriber {
         sock.flush()
             .await
             .map_err(|e| Failure::io(format!("connection to {addr} lost: {e}")))?;
-        self.relay(&mut sock, backoff).await.map_err(|mut f| {
-            if !f.refused {
-                f.why = format!("connection to {addr} lost: {}", f.why);
-            }
-            f
-        })
+        let mut relay = Relay {
+            subscribed: &mut subscribed,
+            reloads: &mut reloads,
+        };
+        self.relay(&mut sock, backoff, &mut relay)
+            .await
+            .map_err(|mut f| {
+                if !f.refused {
+                    f.why = format!("connection to {addr} lost: {}", f.why);
+                }
+                f
+            })
     }
 
     /// Reads until the connection fails, relaying messages.
@@ -139,6 +151,7 @@ impl Subscriber {
         &mut self,
         sock: &mut S,
         backoff: &mut Backoff,
+        session: &mut Relay<'_>,
     ) -> Result<Infallible, Failure> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut reader = PushReader::new(self.cfg.max_payload);
@@ -166,6 +179,15 @@ impl Subscriber {
                     sock.write_all(&command(&[b"PING"])).await.map_err(|e| Failure::io(e.to_string()))?;
                     sock.flush().await.map_err(|e| Failure::io(e.to_string()))?;
                     ping_sent = Some(Instant::now());
+                    continue;
+                }
+                Ok(()) = session.reloads.changed(), if self.node.is_none() => {
+                    let now = self.channels.get();
+                    for cmd in resubscribe_commands(session.subscribed, &now) {
+                        sock.write_all(&cmd).await.map_err(|e| Failure::io(e.to_string()))?;
+                    }
+                    sock.flush().await.map_err(|e| Failure::io(e.to_string()))?;
+                    *session.subscribed = now;
                     continue;
                 }
             }
@@ -260,13 +282,13 @@ impl Subscriber {
     fn expected_confirmations(&self) -> usize {
         match &self.node {
             Some(n) => n.channels.len(),
-            None => self.ingest.channels().keys().len(),
+            None => self.channels.get().live().count(),
         }
     }
 
     /// SUBSCRIBE for the channel names and PSUBSCRIBE for the patterns, or
     /// SSUBSCRIBE for a cluster node's channels.
-    fn subscribe_commands(&self) -> Vec<Vec<u8>> {
+    fn subscribe_commands(&self, channels: &Channels) -> Vec<Vec<u8>> {
         if let Some(node) = &self.node {
             // One command per channel: SSUBSCRIBE refuses channels of
             // different slots in one call (CROSSSLOT).
@@ -276,7 +298,7 @@ impl Subscriber {
                 .map(|c| command(&[b"SSUBSCRIBE", c.as_bytes()]))
                 .collect();
         }
-        subscribe_commands(&self.cfg)
+        subscribe_commands(channels)
     }
 
     /// Every key is subscribed: the relay is live.
@@ -297,7 +319,7 @@ impl Subscriber {
         backoff.first = false;
         backoff.reset();
         self.stats.redis_up.store(true, Relaxed);
-        let what = self.ingest.channels().describe("");
+        let what = self.channels.get().describe("");
         info!(
             self.log,
             "[redis] subscribed to {what} on {}",
@@ -319,11 +341,41 @@ pub fn is_refusal(error: &str) -> bool {
     .any(|p| error.starts_with(p))
 }
 
+/// A session's view of the reloads: what it subscribed, and the watch.
+struct Relay<'a> {
+    subscribed: &'a mut Arc<Channels>,
+    reloads: &'a mut watch::Receiver<u64>,
+}
+
 /// SUBSCRIBE for the channel names and PSUBSCRIBE for the patterns.
-fn subscribe_commands(cfg: &Config) -> Vec<Vec<u8>> {
-    let keys = cfg.channels.keys();
+fn subscribe_commands(channels: &Channels) -> Vec<Vec<u8>> {
+    let keys: Vec<&Key> = channels.live().map(|(_, k)| k).collect();
+    commands(&keys, b"SUBSCRIBE", b"PSUBSCRIBE")
+}
+
+/// After a reload: SUBSCRIBE (PSUBSCRIBE) what is new, UNSUBSCRIBE
+/// (PUNSUBSCRIBE) what is gone, on the live connection.
+fn resubscribe_commands(before: &Channels, now: &Channels) -> Vec<Vec<u8>> {
+    let had = |c: &Channels, k: &Key| c.live().any(|(_, o)| o.name == k.name);
+    let added: Vec<&Key> = now
+        .live()
+        .map(|(_, k)| k)
+        .filter(|k| !had(before, k))
+        .collect();
+    let gone: Vec<&Key> = before
+        .live()
+        .map(|(_, k)| k)
+        .filter(|k| !had(now, k))
+        .collect();
+    let mut out = commands(&added, b"SUBSCRIBE", b"PSUBSCRIBE");
+    out.extend(commands(&gone, b"UNSUBSCRIBE", b"PUNSUBSCRIBE"));
+    out
+}
+
+/// One command for the names and one for the patterns of `keys`, when any.
+fn commands(keys: &[&Key], names_verb: &[u8], patterns_verb: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for (verb, pattern) in [(&b"SUBSCRIBE"[..], false), (b"PSUBSCRIBE", true)] {
+    for (verb, pattern) in [(names_verb, false), (patterns_verb, true)] {
         let names: Vec<&[u8]> = keys
             .iter()
             .filter(|k| k.pattern == pattern)

@@ -3,6 +3,7 @@
 //! shared context, the Redis subscriber (or cluster supervisor), and where
 //! `POST /publish` sends its messages.
 
+use crate::channels::{Live, MAX_IDS};
 use crate::fanout::context::Context;
 use crate::fanout::hub::{Hub, Message};
 use crate::fanout::thread::Task;
@@ -23,6 +24,9 @@ use tokio_rustls::TlsAcceptor;
 
 /// The relay's parts, ready to run.
 pub struct Relay {
+    /// The channels relayed now; a SIGHUP with `-rs-channel-file` replaces
+    /// them.
+    pub channels: Arc<Live>,
     pub stats: Arc<Stats>,
     pub ingest: Ingest,
     /// One per worker: its end of the hub.
@@ -45,10 +49,17 @@ pub fn build(
     tls: Option<TlsAcceptor>,
     embedded: bool,
 ) -> Result<Relay, String> {
-    let stats = Arc::new(Stats::new(cfg.workers, cfg.channels.keys().len()));
+    // With a channel file, reloads may add keys: room for every id a run
+    // may give out.
+    let ids = match cfg.channel_file {
+        Some(_) => MAX_IDS,
+        None => cfg.channels.keys().len(),
+    };
+    let stats = Arc::new(Stats::new(cfg.workers, ids));
     stats.embedded.store(embedded, Relaxed);
+    let channels = Arc::new(Live::new(cfg.channels.clone()));
     let encoder = Encoder::new(
-        Arc::new(cfg.channels.clone()),
+        channels.clone(),
         cfg.envelope,
         cfg.json_only,
         cfg.max_payload,
@@ -58,6 +69,7 @@ pub fn build(
     let (hub, receivers) = Hub::new(cfg.workers);
     let ingest = Ingest::new(encoder, hub, stats.clone());
     let ctx = Arc::new(Context {
+        channels: channels.clone(),
         cfg: cfg.clone(),
         log: log.clone(),
         tls,
@@ -73,6 +85,7 @@ pub fn build(
             cfg: cfg.clone(),
             target: target.clone(),
             ingest: ingest.clone(),
+            channels: channels.clone(),
             log: log.clone(),
             stats: stats.clone(),
             fatal: Some(fatal_tx),
@@ -81,6 +94,7 @@ pub fn build(
         (Some(source(sub)), Sink::Redis(Publisher::new(target)))
     };
     Ok(Relay {
+        channels,
         stats,
         ingest,
         receivers,

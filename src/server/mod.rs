@@ -10,7 +10,7 @@ mod signals;
 use crate::fanout::thread::{self, Parts};
 use crate::ingest::{broker, heartbeat, http_publish};
 use crate::net::{listen, tls};
-use crate::ops::config::Config;
+use crate::ops::config::{channel_list, Config};
 use crate::ops::log::{self, LogHandle};
 use crate::ops::metrics;
 use bind::Bound;
@@ -180,10 +180,13 @@ impl Main {
         loop {
             tokio::select! {
                 name = self.signals.next() => match name {
-                    "SIGHUP" => match self.log_file.reopen() {
-                        Ok(()) => info!(self.log, "[log] SIGHUP: log file reopened"),
-                        Err(e) => warn!(self.log, "[log] SIGHUP: {e}; still writing the old file"),
-                    },
+                    "SIGHUP" => {
+                        match self.log_file.reopen() {
+                            Ok(()) => info!(self.log, "[log] SIGHUP: log file reopened"),
+                            Err(e) => warn!(self.log, "[log] SIGHUP: {e}; still writing the old file"),
+                        }
+                        self.reload_channels();
+                    }
                     name => return name,
                 },
                 Ok(why) = &mut self.relay.fatal => {
@@ -191,6 +194,37 @@ impl Main {
                     eprintln!("pubsocketd: Redis refused the relay at start: {why}");
                     std::process::exit(1);
                 }
+            }
+        }
+    }
+
+    /// SIGHUP with `-rs-channel-file`: reads the file again and relays
+    /// what it lists now (the subscriber subscribes and unsubscribes, the
+    /// workers close the clients left with nothing). A file that cannot be
+    /// used changes nothing.
+    fn reload_channels(&self) {
+        let Some(path) = &self.cfg.channel_file else {
+            return;
+        };
+        let file = path.display();
+        let list = channel_list(self.cfg.channel_flag.as_deref(), Some(path));
+        let reloaded = list.and_then(|l| self.relay.channels.get().reload(&l));
+        match reloaded {
+            Err(e) => warn!(
+                self.log,
+                "[channels] SIGHUP: {e}; the channels stay as they were"
+            ),
+            Ok((_, 0, 0)) => info!(self.log, "[channels] SIGHUP: {file}: no change"),
+            Ok((new, _, _)) if self.cfg.redis.cluster && new.live().any(|(_, k)| k.pattern) => {
+                warn!(self.log, "[channels] SIGHUP: {file} lists patterns, which -rs-cluster cannot relay; the channels stay as they were")
+            }
+            Ok((new, added, removed)) => {
+                let now = new.live().count();
+                self.relay.channels.set(new);
+                info!(
+                    self.log,
+                    "[channels] SIGHUP: {file}: {added} added, {removed} removed; {now} channels and patterns relayed"
+                );
             }
         }
     }
@@ -216,7 +250,7 @@ impl Main {
         }
         if let Some(l) = side.metrics {
             let info = Arc::new(metrics::Info {
-                keys: cfg.channels.keys().iter().map(|k| k.name.clone()).collect(),
+                channels: self.relay.channels.clone(),
                 max_connections: cfg.max_connections,
                 workers: cfg.workers,
                 io: cfg.io.name(),
