@@ -132,11 +132,11 @@ impl Subscriber {
         sock.flush()
             .await
             .map_err(|e| Failure::io(format!("connection to {addr} lost: {e}")))?;
-        let mut relay = Relay {
+        let mut session = Session {
             subscribed: &mut subscribed,
             reloads: &mut reloads,
         };
-        self.relay(&mut sock, backoff, &mut relay)
+        self.relay(&mut sock, backoff, &mut session)
             .await
             .map_err(|mut f| {
                 if !f.refused {
@@ -151,7 +151,7 @@ impl Subscriber {
         &mut self,
         sock: &mut S,
         backoff: &mut Backoff,
-        session: &mut Relay<'_>,
+        session: &mut Session<'_>,
     ) -> Result<Infallible, Failure> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut reader = PushReader::new(self.cfg.max_payload);
@@ -342,7 +342,7 @@ pub fn is_refusal(error: &str) -> bool {
 }
 
 /// A session's view of the reloads: what it subscribed, and the watch.
-struct Relay<'a> {
+struct Session<'a> {
     subscribed: &'a mut Arc<Channels>,
     reloads: &'a mut watch::Receiver<u64>,
 }
