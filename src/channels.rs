@@ -241,16 +241,19 @@ impl Channels {
                 return format!("the {} channel", one.name);
             }
         }
-        let names: Vec<&str> = self
-            .live()
-            .take(SHOWN)
-            .map(|(_, k)| k.name.as_str())
-            .collect();
-        let more = match self.live().count() {
+        let (names, total) = self.first_names(SHOWN);
+        let more = match total {
             n if n > SHOWN => format!(" and {} more", n - SHOWN),
             _ => String::new(),
         };
         format!("{many_prefix}{}{more}", names.join(", "))
+    }
+
+    /// The names of the first `n` live keys, and how many there are: what
+    /// a log line shows of a list that may hold thousands.
+    pub fn first_names(&self, n: usize) -> (Vec<&str>, usize) {
+        let names = self.live().take(n).map(|(_, k)| k.name.as_str()).collect();
+        (names, self.live().count())
     }
 
     /// The keys a message on `channel` matches: the name, then the
@@ -308,15 +311,7 @@ impl Channels {
             any = true;
             let value = percent_decode(value)
                 .ok_or((400, "malformed channel name in the query".to_string()))?;
-            if let Some(&id) = self.names.get(value.as_slice()) {
-                keys.push(id);
-            } else if let Some(id) = self.pattern_id(&value) {
-                keys.push(id);
-            } else if !self.keys_for(&value).is_nothing() {
-                if !channels.iter().any(|c| c.as_ref() == value.as_slice()) {
-                    channels.push(Bytes::from(value));
-                }
-            } else {
+            if !self.choose(&value, &mut keys, &mut channels) {
                 let why = format!(
                     "channel {:?} is not relayed here",
                     String::from_utf8_lossy(&value)
@@ -324,8 +319,8 @@ impl Channels {
                 return Err((404, why));
             }
         }
-        keys.sort_unstable();
-        keys.dedup();
+        let sel = self.selection(keys, channels);
+        let (keys, channels) = (&sel.keys, &sel.channels);
         if keys.len() + channels.len() > max {
             let why = format!(
                 "{} channels asked for; -ws-max-channels is {max}",
@@ -337,13 +332,36 @@ impl Channels {
         if !any || everything {
             return Ok(None);
         }
+        Ok(Some(sel))
+    }
+
+    /// Adds `name` to a choice being made: a key (a name, or a pattern
+    /// spelled as configured) to `keys`, a channel that a pattern covers to
+    /// `channels`. False when nothing here relays it. Shared by `?channel=`
+    /// and the `pubsocketd.v1` subscribe.
+    pub fn choose(&self, name: &[u8], keys: &mut Vec<u32>, channels: &mut Vec<Bytes>) -> bool {
+        if let Some(id) = self.id_of(name) {
+            keys.push(id);
+        } else if self.keys_for(name).is_nothing() {
+            return false;
+        } else if !channels.iter().any(|c| c.as_ref() == name) {
+            channels.push(Bytes::copy_from_slice(name));
+        }
+        true
+    }
+
+    /// The selection of `keys` (sorted, once each) and `channels`, with the
+    /// keys it counts under.
+    pub fn selection(&self, mut keys: Vec<u32>, channels: Vec<Bytes>) -> Selection {
+        keys.sort_unstable();
+        keys.dedup();
         let mut sel = Selection {
             keys: keys.into(),
             channels: channels.into(),
             counted: Box::default(),
         };
         sel.counted = self.counted_keys(&sel).into();
-        Ok(Some(sel))
+        sel
     }
 
     /// The index of the pattern key spelled `name` (a client may choose a
@@ -367,7 +385,7 @@ impl Channels {
 
     /// The keys a client counts under in the per-key gauges: those it
     /// chose whole, and those its chosen channels match.
-    pub fn counted_keys(&self, sel: &Selection) -> Vec<u32> {
+    fn counted_keys(&self, sel: &Selection) -> Vec<u32> {
         let mut ids = sel.keys.to_vec();
         for ch in sel.channels.iter() {
             ids.extend_from_slice(self.keys_for(ch).ids());

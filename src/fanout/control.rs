@@ -8,11 +8,9 @@
 
 use super::conn::Conn;
 use super::worker::Worker;
-use crate::channels::{Channels, Selection};
 use crate::ws::control::{self, Control};
 use crate::ws::decode::Violation;
 use crate::ws::frame;
-use bytes::Bytes;
 
 /// Applies one text message of a `pubsocketd.v1` client; an error closes
 /// the connection with its code.
@@ -27,93 +25,47 @@ pub(crate) fn apply(w: &Worker, c: &Conn, text: &[u8]) -> Result<(), Violation> 
 
 fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
     let channels = &w.ctx.channels.get();
+    let current = c.selection().clone();
+    let (mut keys, mut chosen) = match &current {
+        Some(sel) => (sel.keys.to_vec(), sel.channels.to_vec()),
+        None => Default::default(),
+    };
     let unknown: Vec<String> = names
         .iter()
-        .filter(|n| channels.keys_for(n.as_bytes()).is_nothing() && !is_key(channels, n))
+        .filter(|n| !channels.choose(n.as_bytes(), &mut keys, &mut chosen))
         .cloned()
         .collect();
     if !unknown.is_empty() {
         return control::refused("not relayed here", &unknown);
     }
-    let current = c.selection().clone();
-    let Some(mut sel) = current else {
+    if current.is_none() {
         // It reads everything already.
         return control::done("subscribed", names);
-    };
-    for name in names {
-        add(channels, &mut sel, name);
     }
-    sel.counted = channels.counted_keys(&sel).into();
+    let sel = channels.selection(keys, chosen);
     let max = w.ctx.cfg.max_channels;
     if sel.keys.len() + sel.channels.len() > max {
         let why = format!("over -ws-max-channels ({max})");
         return control::refused(&why, names);
     }
-    w.reselect(c, Some(sel));
+    w.reselect(c, Some(Box::new(sel)));
     control::done("subscribed", names)
 }
 
 fn unsubscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
     let channels = &w.ctx.channels.get();
-    let current = c.selection().clone();
-    let mut sel = current.unwrap_or_else(|| Box::new(everything(channels)));
+    let (mut keys, mut chosen) = match c.selection().as_deref() {
+        Some(sel) => (sel.keys.to_vec(), sel.channels.to_vec()),
+        // It read everything: it keeps the other keys.
+        None => (channels.live().map(|(id, _)| id).collect(), Vec::new()),
+    };
     for name in names {
-        remove(channels, &mut sel, name);
+        if let Some(id) = channels.id_of(name.as_bytes()) {
+            keys.retain(|&k| k != id);
+        }
+        chosen.retain(|ch| ch.as_ref() != name.as_bytes());
     }
-    sel.counted = channels.counted_keys(&sel).into();
-    w.reselect(c, Some(sel));
+    let sel = channels.selection(keys, chosen);
+    w.reselect(c, Some(Box::new(sel)));
     control::done("unsubscribed", names)
-}
-
-/// Whether `name` is a configured key spelled as it is (a pattern may be
-/// chosen whole).
-fn is_key(channels: &Channels, name: &str) -> bool {
-    channels.id_of(name.as_bytes()).is_some()
-}
-
-/// Adds `name` (a key, or a channel a pattern covers) to `sel`.
-fn add(channels: &Channels, sel: &mut Selection, name: &str) {
-    match channels.id_of(name.as_bytes()) {
-        Some(id) => {
-            let mut keys = sel.keys.to_vec();
-            keys.push(id);
-            keys.sort_unstable();
-            keys.dedup();
-            sel.keys = keys.into();
-        }
-        None if !sel.channels.iter().any(|c| c.as_ref() == name.as_bytes()) => {
-            let mut list = sel.channels.to_vec();
-            list.push(Bytes::copy_from_slice(name.as_bytes()));
-            sel.channels = list.into();
-        }
-        None => {}
-    }
-}
-
-/// Takes `name` out of `sel`, if it is there.
-fn remove(channels: &Channels, sel: &mut Selection, name: &str) {
-    if let Some(id) = channels.keys().iter().position(|k| k.name == name) {
-        sel.keys = sel
-            .keys
-            .iter()
-            .copied()
-            .filter(|&k| k != id as u32)
-            .collect();
-    }
-    sel.channels = sel
-        .channels
-        .iter()
-        .filter(|c| c.as_ref() != name.as_bytes())
-        .cloned()
-        .collect();
-}
-
-/// Every key, spelled out: what a client that read everything keeps when
-/// it unsubscribes from some.
-fn everything(channels: &Channels) -> Selection {
-    Selection {
-        keys: channels.live().map(|(id, _)| id).collect(),
-        channels: Box::default(),
-        counted: Box::default(),
-    }
 }

@@ -375,11 +375,10 @@ impl Config {
 /// `-rs-channel` for the config line: the first 16 keys, then how many in
 /// all (a list of thousands is not a log line).
 fn rs_channel_list(channels: &Channels) -> String {
-    let keys = channels.keys();
-    let mut list: Vec<&str> = keys.iter().take(16).map(|k| k.name.as_str()).collect();
-    let total = format!("… ({} in all)", keys.len());
-    if keys.len() > 16 {
-        list.push(&total);
+    let (mut list, total) = channels.first_names(16);
+    let all = format!("… ({total} in all)");
+    if total > 16 {
+        list.push(&all);
     }
     list.join(",")
 }

@@ -63,6 +63,14 @@ pub struct KeyCounters {
     pub deflate: AtomicU64,
 }
 
+/// One client in (+1) or out (-1) of a gauge.
+fn step(n: &AtomicU64, joined: bool) {
+    match joined {
+        true => n.fetch_add(1, Relaxed),
+        false => n.fetch_sub(1, Relaxed),
+    };
+}
+
 /// Keeps the [`MAX_LISTED`] largest counts, largest first (ties by name).
 pub fn largest<K: Ord>(list: &mut Vec<(K, u64)>) {
     list.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -149,10 +157,7 @@ impl Stats {
     /// A client joined (or left): `keys` are those it counts under, `None`
     /// when it reads everything.
     pub fn clients_of(&self, keys: Option<&[u32]>, deflate: bool, joined: bool) {
-        let step = |n: &AtomicU64| match joined {
-            true => n.fetch_add(1, Relaxed),
-            false => n.fetch_sub(1, Relaxed),
-        };
+        let step = |n: &AtomicU64| step(n, joined);
         let Some(ids) = keys else {
             step(&self.everyone);
             if deflate {
@@ -171,10 +176,7 @@ impl Stats {
 
     /// Counts a `pubsocketd.v1` client in (or out of) the envelope counts.
     pub fn v1_of(&self, deflate: bool, joined: bool) {
-        let step = |n: &AtomicU64| match joined {
-            true => n.fetch_add(1, Relaxed),
-            false => n.fetch_sub(1, Relaxed),
-        };
+        let step = |n: &AtomicU64| step(n, joined);
         step(&self.v1_clients);
         if deflate {
             step(&self.v1_deflate);
