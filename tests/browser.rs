@@ -384,6 +384,8 @@ async fn demo_page_subscribes_with_v1() {
     wait_view(&client, "the subscribed answer", |v| v.messages.len() == 1).await;
     redis.publish("user.9", br#"{"for":9}"#);
     redis.publish("news", b"headline");
+    // Both shown before the unsubscribe goes out (else it races them).
+    wait_view(&client, "both messages", |v| v.messages.len() == 3).await;
     ask("unsubscribe", "news").await;
     let v = wait_view(&client, "four entries", |v| v.messages.len() == 4).await;
     redis.publish("news", b"not shown");
