@@ -161,8 +161,6 @@ pub struct Conn {
     watcher: Cell<Option<Waker>>,
     last_seen: Cell<Instant>,
     queue_limit: usize,
-    /// Index in the worker's connection list.
-    pub slot: Cell<usize>,
     /// Where the worker's fan-out index keeps it (see `fanout::index`).
     pub(crate) place: Cell<usize>,
     /// `[X-Real-IP][remote address]`, for log lines.
@@ -191,7 +189,6 @@ impl Conn {
             watcher: Cell::new(None),
             last_seen: Cell::new(Instant::now()),
             queue_limit,
-            slot: Cell::new(0),
             place: Cell::new(0),
             peer: peer.into_boxed_str(),
             selection: RefCell::new(selection),

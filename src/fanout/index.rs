@@ -33,7 +33,32 @@ pub(crate) struct Index {
     pairs: Vec<(u32, u16)>,
 }
 
+/// Marks a `Conn::place` as the id of a choosing client (else it is the
+/// position among those that read everything).
+const CHOSEN: usize = 1 << (usize::BITS - 1);
+
 impl Index {
+    /// Every client of the worker, those that read everything first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Rc<Conn>> {
+        self.everyone.iter().chain(self.chosen.iter().flatten())
+    }
+
+    /// Whether the worker has no client left.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.everyone.is_empty() && self.chosen.len() == self.free.len()
+    }
+
+    /// The client whose `Conn::place` is `place` (for the sends of one
+    /// io_uring batch, while the index does not change).
+    pub(crate) fn by_place(&self, token: usize) -> &Rc<Conn> {
+        match token & CHOSEN {
+            0 => &self.everyone[token],
+            _ => self.chosen[token & !CHOSEN]
+                .as_ref()
+                .expect("a live client"),
+        }
+    }
+
     /// Every client that reads everything.
     pub(crate) fn everyone(&self) -> &[Rc<Conn>] {
         &self.everyone
@@ -59,23 +84,25 @@ impl Index {
             self.by_channel.entry(ch.clone()).or_default().push(id);
         }
         drop(selection);
-        c.place.set(id as usize);
+        c.place.set(CHOSEN | id as usize);
         match self.chosen.get_mut(id as usize) {
             Some(slot) => *slot = Some(c),
             None => self.chosen.push(Some(c)),
         }
     }
 
-    pub(crate) fn remove(&mut self, c: &Conn) {
+    /// Takes `c` out; returns the index's handle on it.
+    pub(crate) fn remove(&mut self, c: &Conn) -> Rc<Conn> {
         let place = c.place.get();
         let selection = c.selection();
         let Some(sel) = selection.as_deref() else {
-            self.everyone.swap_remove(place);
+            let gone = self.everyone.swap_remove(place);
             if let Some(moved) = self.everyone.get(place) {
                 moved.place.set(place);
             }
-            return;
+            return gone;
         };
+        let place = place & !CHOSEN;
         let id = place as u32;
         for &k in sel.keys.iter() {
             forget(&mut self.by_key[k as usize], id);
@@ -88,8 +115,8 @@ impl Index {
                 }
             }
         }
-        self.chosen[place] = None;
         self.free.push(id);
+        self.chosen[place].take().expect("a live client")
     }
 
     /// Calls `deliver` once for each choosing client that wants some of

@@ -79,9 +79,8 @@ struct Prebuilt {
 /// The worker's state, shared by its loop and its connection tasks.
 pub(crate) struct Worker {
     pub(crate) ctx: Arc<Context>,
-    /// Every client, for the tick and the shutdown.
-    conns: RefCell<Vec<Rc<Conn>>>,
-    /// The same clients by what they read, for the fan-out.
+    /// Every client, by what it reads (the fan-out, the tick and the
+    /// shutdown all go through it).
     index: RefCell<Index>,
     frames: Prebuilt,
     next_ping: Cell<Instant>,
@@ -121,7 +120,6 @@ impl Worker {
         let next_ping = Instant::now() + ctx.cfg.ping_interval.unwrap_or_default();
         Worker {
             ctx,
-            conns: RefCell::new(Vec::new()),
             index: RefCell::new(Index::default()),
             frames: Prebuilt {
                 ping: frame::encode(frame::OP_PING, b""),
@@ -272,10 +270,10 @@ impl Worker {
             self.next_ping.set(now + p);
         }
         let mut queued = 0;
-        let conns = self.conns.borrow();
+        let index = self.index.borrow();
         let mut ring = self.ring.borrow_mut();
         let mut sends = self.sends.borrow_mut();
-        for (token, c) in conns.iter().enumerate() {
+        for c in index.all() {
             queued += c.queued();
             if c.state() != State::Open || cfg.ping_interval.is_none() {
                 continue;
@@ -292,7 +290,7 @@ impl Worker {
                     Some(fd) => sends.push(uring::Send {
                         fd,
                         message: 0,
-                        token,
+                        token: c.place.get(),
                     }),
                     None => c.send_control(&self.frames.ping),
                 }
@@ -306,17 +304,14 @@ impl Worker {
                 &[uring::Message::new(&slices)],
                 sends.drain(..),
                 |token, result| {
-                    conns[token].delivered(&[ping], result, ping.len());
+                    index.by_place(token).delivered(&[ping], result, ping.len());
                 },
             );
         }
     }
 
     pub(crate) fn add(&self, c: Rc<Conn>) {
-        self.index.borrow_mut().add(c.clone());
-        let mut conns = self.conns.borrow_mut();
-        c.slot.set(conns.len());
-        conns.push(c);
+        self.index.borrow_mut().add(c);
     }
 
     /// After a reload: a client that chose channels and reads none of them
@@ -325,7 +320,7 @@ impl Worker {
     pub(crate) fn channels_changed(&self) {
         let channels = self.ctx.channels.get();
         let mut closed = 0;
-        for c in self.conns.borrow().iter() {
+        for c in self.index.borrow().all() {
             let gone = c
                 .selection()
                 .as_deref()
@@ -348,25 +343,17 @@ impl Worker {
     /// under the old one, in under the new.
     pub(crate) fn reselect(&self, c: &Conn, sel: Option<Box<Selection>>) {
         let mut index = self.index.borrow_mut();
-        let conn = &self.conns.borrow()[c.slot.get()];
-        index.remove(c);
+        let conn = index.remove(c);
         self.ctx
             .account(c.selection().as_deref(), c.deflate(), c.v1(), false);
         c.set_selection(sel);
         self.ctx
             .account(c.selection().as_deref(), c.deflate(), c.v1(), true);
-        index.add(conn.clone());
+        index.add(conn);
     }
 
     pub(crate) fn remove(&self, c: &Conn) {
         self.index.borrow_mut().remove(c);
-        let mut conns = self.conns.borrow_mut();
-        let i = c.slot.get();
-        conns.swap_remove(i);
-        if let Some(moved) = conns.get(i) {
-            moved.slot.set(i);
-        }
-        drop(conns);
         self.ctx.stats.closed();
         self.ctx
             .account(c.selection().as_deref(), c.deflate(), c.v1(), false);
@@ -375,16 +362,16 @@ impl Worker {
     /// Graceful shutdown: every client gets close 1001, then the worker
     /// waits for them to go until the shutdown deadline.
     pub(crate) async fn drain(&self) {
-        for c in self.conns.borrow().iter() {
+        for c in self.index.borrow().all() {
             c.close(&self.frames.going_away);
         }
         let deadline = Instant::now() + self.ctx.cfg.shutdown_timeout;
         // Clients that never answer the close are dropped by their own
         // task after the grace period, as during normal operation.
-        while !self.conns.borrow().is_empty() && Instant::now() < deadline {
+        while !self.index.borrow().is_empty() && Instant::now() < deadline {
             sleep(Duration::from_millis(10)).await;
         }
-        for c in self.conns.borrow().iter() {
+        for c in self.index.borrow().all() {
             c.abort();
         }
     }
