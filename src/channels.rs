@@ -39,6 +39,9 @@ pub struct Channels {
     names: HashMap<Box<[u8]>, u32>,
     /// The indexes of the patterns, in `-rs-channel` order.
     patterns: Vec<u32>,
+    /// `-rs-on-demand`: patterns are not subscribed but bound what a
+    /// client may name; each concrete channel is subscribed while read.
+    on_demand: bool,
 }
 
 /// The configured keys a message's channel matches, by index.
@@ -67,6 +70,27 @@ impl KeySet {
 
     pub fn is_nothing(&self) -> bool {
         matches!(self, KeySet::Nothing)
+    }
+}
+
+/// Why a client may not read a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No configured name or pattern covers it.
+    NotRelayed,
+    /// A pattern named whole under `-rs-on-demand`, which subscribes
+    /// concrete channels only.
+    WholePattern,
+}
+
+impl Refused {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refused::NotRelayed => "not relayed here",
+            Refused::WholePattern => {
+                "a pattern is read one channel at a time under -rs-on-demand; name a channel it covers"
+            }
+        }
     }
 }
 
@@ -176,7 +200,37 @@ impl Channels {
             keys,
             names,
             patterns,
+            on_demand: false,
         }
+    }
+
+    /// Under `-rs-on-demand` (see [`Channels::on_demand`]).
+    pub fn with_on_demand(mut self, on: bool) -> Channels {
+        self.on_demand = on;
+        self
+    }
+
+    /// Whether patterns only bound what clients may name, each concrete
+    /// channel being subscribed while someone reads it.
+    pub fn on_demand(&self) -> bool {
+        self.on_demand
+    }
+
+    /// Whether a client that chose nothing receives messages on `channel`:
+    /// always, except under `-rs-on-demand`, where it reads the configured
+    /// names (a channel under a pattern arrives only because some other
+    /// client asked for it).
+    pub fn reaches_everyone(&self, channel: &[u8]) -> bool {
+        !self.on_demand || self.names.contains_key(channel)
+    }
+
+    /// The keys a client that chose nothing reads: every live key, or
+    /// under `-rs-on-demand` the names.
+    pub fn everything(&self) -> impl Iterator<Item = u32> + '_ {
+        let on_demand = self.on_demand;
+        self.live()
+            .filter(move |(_, k)| !(on_demand && k.pattern))
+            .map(|(id, _)| id)
     }
 
     /// Every key by id, removed ones included (see [`Key::removed`]).
@@ -188,6 +242,15 @@ impl Channels {
     pub fn live(&self) -> impl Iterator<Item = (u32, &Key)> + '_ {
         let ids = 0..self.keys.len() as u32;
         ids.zip(&self.keys).filter(|(_, k)| !k.removed)
+    }
+
+    /// The live keys Redis is asked for: every one, or under
+    /// `-rs-on-demand` the names (patterns only bound what clients name).
+    pub fn subscribed_keys(&self) -> impl Iterator<Item = &Key> + '_ {
+        let on_demand = self.on_demand;
+        self.live()
+            .map(|(_, k)| k)
+            .filter(move |k| !(on_demand && k.pattern))
     }
 
     /// The id of the live key spelled `name` (a name or a pattern).
@@ -228,7 +291,8 @@ impl Channels {
                 "more than {MAX_IDS} channels and patterns since the start; restart the relay"
             ));
         }
-        Ok((Channels::of(keys), added, removed))
+        let next = Channels::of(keys).with_on_demand(self.on_demand);
+        Ok((next, added, removed))
     }
 
     /// The keys for a log line: `the NAME channel` for one name, else the
@@ -311,12 +375,12 @@ impl Channels {
             any = true;
             let value = percent_decode(value)
                 .ok_or((400, "malformed channel name in the query".to_string()))?;
-            if !self.choose(&value, &mut keys, &mut channels) {
-                let why = format!(
-                    "channel {:?} is not relayed here",
-                    String::from_utf8_lossy(&value)
-                );
-                return Err((404, why));
+            if let Err(refused) = self.choose(&value, &mut keys, &mut channels) {
+                let name = String::from_utf8_lossy(&value);
+                return Err(match refused {
+                    Refused::NotRelayed => (404, format!("channel {name:?} is not relayed here")),
+                    Refused::WholePattern => (400, format!("{name:?}: {}", refused.reason())),
+                });
             }
         }
         let sel = self.selection(keys, channels);
@@ -328,7 +392,7 @@ impl Channels {
             );
             return Err((400, why));
         }
-        let everything = keys.len() == self.live().count() && channels.is_empty();
+        let everything = channels.is_empty() && keys.iter().copied().eq(self.everything());
         if !any || everything {
             return Ok(None);
         }
@@ -337,17 +401,25 @@ impl Channels {
 
     /// Adds `name` to a choice being made: a key (a name, or a pattern
     /// spelled as configured) to `keys`, a channel that a pattern covers to
-    /// `channels`. False when nothing here relays it. Shared by `?channel=`
-    /// and the `pubsocketd.v1` subscribe.
-    pub fn choose(&self, name: &[u8], keys: &mut Vec<u32>, channels: &mut Vec<Bytes>) -> bool {
-        if let Some(id) = self.id_of(name) {
-            keys.push(id);
-        } else if self.keys_for(name).is_nothing() {
-            return false;
-        } else if !channels.iter().any(|c| c.as_ref() == name) {
-            channels.push(Bytes::copy_from_slice(name));
+    /// `channels`. Shared by `?channel=` and the `pubsocketd.v1` subscribe.
+    pub fn choose(
+        &self,
+        name: &[u8],
+        keys: &mut Vec<u32>,
+        channels: &mut Vec<Bytes>,
+    ) -> Result<(), Refused> {
+        match self.id_of(name) {
+            Some(id) if self.on_demand && self.keys[id as usize].pattern => {
+                return Err(Refused::WholePattern)
+            }
+            Some(id) => keys.push(id),
+            None if self.keys_for(name).is_nothing() => return Err(Refused::NotRelayed),
+            None if !channels.iter().any(|c| c.as_ref() == name) => {
+                channels.push(Bytes::copy_from_slice(name))
+            }
+            None => {}
         }
-        true
+        Ok(())
     }
 
     /// The selection of `keys` (sorted, once each) and `channels`, with the
@@ -619,6 +691,32 @@ mod tests {
         assert!(c.relays_pattern_copy(b"a.*", b"a.y"));
         assert!(!c.relays_pattern_copy(b"*", b"a.y"), "a.* came first");
         assert!(c.relays_pattern_copy(b"*", b"b"));
+    }
+
+    #[test]
+    fn on_demand_patterns_bound_what_is_named() {
+        let c = Channels::parse("news,user.*").unwrap().with_on_demand(true);
+        assert_eq!(
+            c.subscribed_keys().map(|k| &k.name[..]).collect::<Vec<_>>(),
+            ["news"]
+        );
+        assert_eq!(c.everything().collect::<Vec<_>>(), [0]);
+        assert!(c.reaches_everyone(b"news") && !c.reaches_everyone(b"user.1"));
+        let s = c.select_test("channel=user.1").unwrap().unwrap();
+        assert_eq!(&s.channels[..], &[Bytes::from_static(b"user.1")]);
+        assert_eq!(
+            c.select_test("channel=news").unwrap(),
+            None,
+            "the names are everything"
+        );
+        let (status, why) = c.select("channel=user.*", 64).unwrap_err();
+        assert_eq!(status, 400);
+        assert!(why.contains("name a channel it covers"), "{why}");
+        let (reloaded, _, _) = c.reload("news,user.*,vip").unwrap();
+        assert!(reloaded.on_demand());
+        let plain = Channels::parse("news,user.*").unwrap();
+        assert!(plain.reaches_everyone(b"user.1"));
+        assert_eq!(plain.subscribed_keys().count(), 2);
     }
 
     #[test]

@@ -26,6 +26,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod channels;
+pub mod demand;
 pub mod fanout;
 /// Fuzz properties, shared by the `fuzz/` targets and `tests/fuzz_corpus.rs`.
 pub mod fuzzing;

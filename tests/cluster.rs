@@ -204,7 +204,7 @@ async fn sharded_channels_across_nodes_survive_a_restart_and_a_slot_move() {
 }
 
 #[test]
-fn patterns_are_refused_with_cluster() {
+fn patterns_are_refused_with_cluster_unless_on_demand() {
     let out = Command::new(common::relay::BIN)
         .args(["-ws-insecure", "-rs-cluster", "-rs-channel=a,b.*"])
         .output()
@@ -248,4 +248,92 @@ async fn a_channel_file_reloaded_under_cluster() {
         .wait_for("which -rs-cluster cannot relay", T)
         .expect("the pattern is refused");
     assert!(line.contains("the channels stay as they were"), "{line}");
+}
+
+/// `-rs-on-demand` under `-rs-cluster`: a pattern bounds what clients
+/// name, and each channel read is SSUBSCRIBEd on the node of its slot
+/// while read (and SUNSUBSCRIBEd after, without disturbing the node's other
+/// channels), also after that node restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_on_demand_follow_their_slots() {
+    let mut cluster = Cluster::start();
+    // One channel under the pattern on each node.
+    let mut picked: Vec<(String, usize)> = Vec::new();
+    for i in 0.. {
+        let ch = format!("user.{i}");
+        let owner = cluster.owner(&ch);
+        if !picked.iter().any(|(_, o)| *o == owner) {
+            picked.push((ch, owner));
+        }
+        if picked.len() == 3 {
+            break;
+        }
+    }
+    let seed = cluster.nodes[0].port();
+    let r = Relay::start(&[
+        "-ws-insecure",
+        "-rs-cluster",
+        "-rs-on-demand",
+        "-rs-on-demand-grace=200ms",
+        &format!("-rs-url=redis://127.0.0.1:{seed}"),
+        "-rs-channel=user.*",
+    ]);
+    r.wait_subscribed(3);
+    let shard_subs = |c: &Cluster, ch: &str, owner: usize| -> String {
+        let out = c.nodes[owner].cli(&["PUBSUB", "SHARDNUMSUB", ch]);
+        out.lines().nth(1).unwrap_or("").trim().to_string()
+    };
+    let mut clients = Vec::new();
+    for (ch, owner) in &picked {
+        let ws = relay::connect(&r.url(&format!("/?channel={ch}")), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            shard_subs(&cluster, ch, *owner),
+            "1",
+            "{ch} on node {owner}"
+        );
+        clients.push(ws);
+    }
+    for (ch, _) in &picked {
+        cluster.spublish(ch, &format!("{ch}-1"));
+    }
+    for (ws, (ch, _)) in clients.iter_mut().zip(&picked) {
+        assert_eq!(next_data(ws, T).await, Message::text(format!("{ch}-1")));
+    }
+
+    // The first client leaves: its channel is SUNSUBSCRIBEd on its node,
+    // and the sessions go on (our own sunsubscribe is not a slot moving).
+    let first = clients.remove(0);
+    relay::bye(first).await;
+    let (gone, gone_owner) = picked.remove(0);
+    let deadline = Instant::now() + T;
+    while shard_subs(&cluster, &gone, gone_owner) != "0" {
+        assert!(Instant::now() < deadline, "{gone} never unsubscribed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (ch, _) in &picked {
+        cluster.spublish(ch, &format!("{ch}-2"));
+    }
+    for (ws, (ch, _)) in clients.iter_mut().zip(&picked) {
+        assert_eq!(next_data(ws, T).await, Message::text(format!("{ch}-2")));
+    }
+    assert_eq!(r.stdout.count("slot moved"), 0, "{:#?}", r.stdout.all());
+
+    // The node of the second channel restarts: the channel is subscribed
+    // there again.
+    let (ch, owner) = picked[0].clone();
+    cluster.nodes[owner].kill();
+    cluster.nodes[owner].restart();
+    cluster.wait_ok();
+    let deadline = Instant::now() + T;
+    while shard_subs(&cluster, &ch, owner) != "1" {
+        assert!(Instant::now() < deadline, "{ch} not subscribed again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.spublish(&ch, "after the restart");
+    assert_eq!(
+        next_data(&mut clients[0], T).await,
+        Message::text("after the restart")
+    );
 }

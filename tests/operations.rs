@@ -130,6 +130,7 @@ fn readiness_follows_redis() {
     assert_eq!(status_of(&get(&m, "/readyz")), 200);
     let s = get(&m, "/metrics");
     assert_eq!(sample(&s, "pubsocketd_redis_reconnects_total"), 1);
+    assert!(sample(&s, "pubsocketd_redis_read_bytes_total") > 0);
 }
 
 #[test]

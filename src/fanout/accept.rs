@@ -88,25 +88,37 @@ async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(
 ) {
     w.add(c.clone());
     let max = w.ctx.cfg.max_message;
-    let v1 = c.v1();
-    let on_message = |text: bool, body: &[u8]| {
-        let result = match (v1, text) {
-            (false, _) => Ok(()),
-            (true, false) => Err(BINARY_CONTROL),
-            (true, true) => control::apply(&w, &c, body),
-        };
-        if let Err(v) = &result {
-            info!(
-                w.ctx.log,
-                "{}[control] closed with {}: {}", c.peer, v.code, v.reason
-            );
-        }
-        result
-    };
+    let on_message = Messages { w: &w, c: &c };
     let end = conn::run(&c, reader, writer, buf, max, on_message).await;
     c.abort();
     w.remove(&c);
     debug!(w.ctx.log, "{}[disconnect] {end:?}", c.peer);
+}
+
+/// A client's data messages: ignored from the original's clients, control
+/// messages from `pubsocketd.v1` ones.
+struct Messages<'a> {
+    w: &'a Worker,
+    c: &'a Conn,
+}
+
+impl conn::OnMessage for Messages<'_> {
+    async fn call(&mut self, text: bool, body: &[u8]) -> Result<(), Violation> {
+        let result = match (self.c.v1(), text) {
+            (false, _) => Ok(()),
+            (true, false) => Err(BINARY_CONTROL),
+            // Boxed: only a control message pays for the room its wait
+            // takes, not every connection's task.
+            (true, true) => Box::pin(control::apply(self.w, self.c, body)).await,
+        };
+        if let Err(v) = &result {
+            info!(
+                self.w.ctx.log,
+                "{}[control] closed with {}: {}", self.c.peer, v.code, v.reason
+            );
+        }
+        result
+    }
 }
 
 /// A client past its handshake.
@@ -151,6 +163,10 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
             ctx.stats.refused(0);
             return None;
         }
+    };
+    let admitted = match admitted {
+        Ok(ok) => confirmed(ok, ctx, deadline).await,
+        Err(refusal) => Err(refusal),
     };
     match admitted {
         Ok((acc, selection, deflate)) => {
@@ -208,12 +224,39 @@ async fn read_request<S: AsyncRead + Unpin>(
     }
 }
 
+/// An admitted client.
+type Admitted = (handshake::Accepted, Option<Box<Selection>>, bool);
+
+/// Under `-rs-on-demand`, waits (within the handshake's deadline) until
+/// Redis confirmed the channels the client asked for, so that whatever is
+/// published after the 101 reaches it; else `503`, and the client is
+/// counted out again.
+async fn confirmed(
+    admitted: Admitted,
+    ctx: &Context,
+    deadline: tokio::time::Instant,
+) -> Result<Admitted, Refusal> {
+    let (acc, selection, deflate) = admitted;
+    let wanted = selection.as_ref().map_or(&[][..], |s| &s.channels[..]);
+    let Some(demand) = ctx.demand.as_ref().filter(|_| !wanted.is_empty()) else {
+        return Ok((acc, selection, deflate));
+    };
+    if timeout_at(deadline, demand.confirmed(wanted)).await.is_ok() {
+        return Ok((acc, selection, deflate));
+    }
+    ctx.stats.closed();
+    let v1 = acc.protocol == Protocol::V1;
+    ctx.account(selection.as_deref(), deflate, v1, false);
+    let why = "Redis did not confirm the subscription within -ws-handshake-timeout";
+    Err(Refusal {
+        real_ip: acc.real_ip.clone(),
+        ..Refusal::new(503, why.to_string())
+    })
+}
+
 /// After a valid upgrade request: the channels it asks for must be relayed
 /// here (404 otherwise) and there must be room (503 otherwise).
-fn admit(
-    acc: handshake::Accepted,
-    ctx: &Context,
-) -> Result<(handshake::Accepted, Option<Box<Selection>>, bool), Refusal> {
+fn admit(acc: handshake::Accepted, ctx: &Context) -> Result<Admitted, Refusal> {
     let refuse = |status, why: String| Refusal {
         real_ip: acc.real_ip.clone(),
         ..Refusal::new(status, why)

@@ -17,7 +17,7 @@ use crate::ws::frame;
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
@@ -561,9 +561,12 @@ impl AsyncWrite for TcpWriter {
 
 /// What a connection does with a client's data message: `(text, body)`
 /// (the body of a text message; empty for binary); an error closes the
-/// connection with its code. Original clients' messages are ignored.
-pub trait OnMessage: FnMut(bool, &[u8]) -> Result<(), Violation> {}
-impl<F: FnMut(bool, &[u8]) -> Result<(), Violation>> OnMessage for F {}
+/// connection with its code. Original clients' messages are ignored. The
+/// next frame is read once it is done (an on-demand subscribe waits for
+/// Redis), so that a client's messages take effect in order.
+pub trait OnMessage {
+    fn call(&mut self, text: bool, body: &[u8]) -> impl Future<Output = Result<(), Violation>>;
+}
 
 /// Runs a connection until both sides are done: the reader answers the
 /// client's frames, the writer drains the queue. `buf` holds bytes the
@@ -661,7 +664,7 @@ async fn read_loop<R: Fill>(
                 }
                 Ok(Some(Event::Pong)) => {}
                 Ok(Some(Event::Message { text, body, .. })) => {
-                    if let Err(v) = on_message(text, &body) {
+                    if let Err(v) = on_message.call(text, &body).await {
                         conn.close(&frame::close(v.code, v.reason));
                         return ReadEnd::Violation(v.code, v.reason);
                     }

@@ -1,8 +1,10 @@
 //! What every worker shares, read-only: the configuration, the log, the
 //! TLS acceptor and the counters, and the one way a client is counted in
-//! and out of the per-channel gauges (at the upgrade and at the close).
+//! and out of the per-channel gauges and the on-demand subscriptions (at
+//! the upgrade, at a change of choice and at the close).
 
 use crate::channels::{Live, Selection};
+use crate::demand::Demand;
 use crate::ops::config::Config;
 use crate::ops::stats::Stats;
 use slog::Logger;
@@ -17,11 +19,15 @@ pub struct Context {
     pub log: Logger,
     pub tls: Option<TlsAcceptor>,
     pub stats: Arc<Stats>,
+    /// `-rs-on-demand`: the channels read under a pattern, subscribed
+    /// while read.
+    pub demand: Option<Arc<Demand>>,
 }
 
 impl Context {
-    /// Counts a client in (or out of) the per-channel gauges, and among
-    /// the deflate clients the encoder compresses for. Runs at the upgrade
+    /// Counts a client in (or out of) the per-channel gauges, among the
+    /// deflate clients the encoder compresses for, and among the readers
+    /// of the channels subscribed on demand. Runs at the upgrade
     /// and at the close, never per message.
     pub(crate) fn account(
         &self,
@@ -38,6 +44,11 @@ impl Context {
             Some(sel) => {
                 self.stats.clients_of(Some(&sel.counted), deflate, joined);
                 self.stats.channels_of(sel, joined);
+                match (&self.demand, joined) {
+                    (Some(d), true) => d.acquire(&sel.channels),
+                    (Some(d), false) => d.release(&sel.channels),
+                    (None, _) => {}
+                }
             }
         }
     }

@@ -4,7 +4,8 @@
 //! changes; then the worker re-files the client in its index and the answer
 //! is queued ahead of any later message, so that every message published
 //! after the answer reaches the client (or, after `unsubscribed`, none of
-//! that channel does).
+//! that channel does). Under `-rs-on-demand` the answer waits until Redis
+//! confirmed the new channels.
 
 use super::conn::Conn;
 use super::worker::Worker;
@@ -14,38 +15,56 @@ use crate::ws::frame;
 
 /// Applies one text message of a `pubsocketd.v1` client; an error closes
 /// the connection with its code.
-pub(crate) fn apply(w: &Worker, c: &Conn, text: &[u8]) -> Result<(), Violation> {
+pub(crate) async fn apply(w: &Worker, c: &Conn, text: &[u8]) -> Result<(), Violation> {
     let answer = match control::parse(text)? {
-        Control::Subscribe(names) => subscribe(w, c, &names),
+        Control::Subscribe(names) => subscribe(w, c, &names).await,
         Control::Unsubscribe(names) => unsubscribe(w, c, &names),
     };
     c.send_control(&frame::encode(frame::OP_TEXT, &answer));
     Ok(())
 }
 
-fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
+async fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
     let channels = &w.ctx.channels.get();
     let current = c.selection().clone();
     let (mut keys, mut chosen) = match &current {
         Some(sel) => (sel.keys.to_vec(), sel.channels.to_vec()),
-        None => Default::default(),
+        None => (channels.everything().collect(), Vec::new()),
     };
-    let unknown: Vec<String> = names
-        .iter()
-        .filter(|n| !channels.choose(n.as_bytes(), &mut keys, &mut chosen))
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        return control::refused("not relayed here", &unknown);
+    let (mut why, mut refused) = (None, Vec::new());
+    for n in names {
+        if let Err(r) = channels.choose(n.as_bytes(), &mut keys, &mut chosen) {
+            why.get_or_insert(r);
+            refused.push(n.clone());
+        }
     }
-    if current.is_none() {
-        // It reads everything already.
+    if let Some(why) = why {
+        return control::refused(why.reason(), &refused);
+    }
+    if current.is_none() && chosen.is_empty() {
+        // It reads all of these already.
         return control::done("subscribed", names);
     }
     let sel = channels.selection(keys, chosen);
     let max = w.ctx.cfg.max_channels;
     if sel.keys.len() + sel.channels.len() > max {
         let why = format!("over -ws-max-channels ({max})");
+        return control::refused(&why, names);
+    }
+    let Some(demand) = &w.ctx.demand else {
+        w.reselect(c, Some(Box::new(sel)));
+        return control::done("subscribed", names);
+    };
+    // On demand: answer only once Redis confirmed every channel, so that
+    // whatever is published after the answer arrives.
+    let wanted = sel.channels.clone();
+    let _held = demand.hold(&wanted);
+    let wait = w.ctx.cfg.handshake_timeout;
+    if tokio::time::timeout(wait, demand.confirmed(&wanted))
+        .await
+        .is_err()
+    {
+        let why = format!("Redis did not confirm the subscription within {wait:?}");
         return control::refused(&why, names);
     }
     w.reselect(c, Some(Box::new(sel)));
@@ -57,7 +76,7 @@ fn unsubscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
     let (mut keys, mut chosen) = match c.selection().as_deref() {
         Some(sel) => (sel.keys.to_vec(), sel.channels.to_vec()),
         // It read everything: it keeps the other keys.
-        None => (channels.live().map(|(id, _)| id).collect(), Vec::new()),
+        None => (channels.everything().collect(), Vec::new()),
     };
     for name in names {
         if let Some(id) = channels.id_of(name.as_bytes()) {

@@ -33,6 +33,9 @@ pub struct Message {
     pub keys: KeySet,
     /// The channel, for clients that chose one under a pattern.
     pub channel: Bytes,
+    /// Whether clients that chose nothing receive it (not so, under
+    /// `-rs-on-demand`, for a channel read under a pattern).
+    pub everyone: bool,
 }
 
 impl Message {

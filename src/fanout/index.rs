@@ -202,6 +202,7 @@ mod tests {
             envelope_deflated: None,
             keys: channels.keys_for(channel.as_bytes()),
             channel: Bytes::copy_from_slice(channel.as_bytes()),
+            everyone: true,
         }
     }
 

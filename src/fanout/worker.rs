@@ -169,7 +169,7 @@ impl Worker {
         let mut total = [0usize; FORMS];
         for f in 0..FORMS {
             let (deflate, v1) = form_of(f);
-            for m in batch {
+            for m in batch.iter().filter(|m| m.everyone) {
                 if let Some(frame) = m.form(deflate, v1) {
                     frames[f][count[f]] = frame;
                     slices[f][count[f]] = IoSlice::new(frame);

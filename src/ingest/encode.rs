@@ -141,6 +141,7 @@ impl Encoder {
             envelope,
             envelope_deflated,
             keys,
+            everyone: self.channels.reaches_everyone(channel),
             channel: self.names.0.get(channel),
         })
     }

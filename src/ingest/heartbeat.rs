@@ -21,6 +21,7 @@ pub async fn run(ingest: Ingest, every: Duration) {
         envelope_deflated: None,
         keys: KeySet::Broadcast,
         channel: bytes::Bytes::new(),
+        everyone: true,
     };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {

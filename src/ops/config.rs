@@ -32,6 +32,7 @@ pub const VALUE_FLAGS: &[&str] = &[
     "ws-max-channels",
     "rs-max-payload",
     "rs-keepalive",
+    "rs-on-demand-grace",
     "rs-url",
     "rs-user",
     "rs-password",
@@ -59,6 +60,7 @@ pub const SWITCH_FLAGS: &[&str] = &[
     "ws-json-only",
     "ws-envelope",
     "rs-cluster",
+    "rs-on-demand",
 ];
 
 /// Boolean flags that are on unless turned off (`-ws-deflate=false`).
@@ -181,6 +183,15 @@ pub struct Args {
     /// node owning each channel (default false)
     #[argh(switch)]
     pub rs_cluster: bool,
+    /// patterns in -rs-channel only bound what clients may name: each
+    /// concrete channel is subscribed (SSUBSCRIBE under -rs-cluster) while
+    /// some client reads it (default false)
+    #[argh(switch)]
+    pub rs_on_demand: bool,
+    /// with -rs-on-demand: how long a channel nobody reads any more stays
+    /// subscribed, for a client that comes back (default 5s)
+    #[argh(option, default = "Duration::from_secs(5)", from_str_fn(duration))]
+    pub rs_on_demand_grace: Duration,
     /// serve POST /publish?channel=NAME on this address, e.g.
     /// 127.0.0.1:8081; needs -publish-token (default none: off)
     #[argh(option)]
@@ -280,6 +291,8 @@ pub struct Config {
     pub embedded_broker: Option<SocketAddr>,
     pub max_payload: usize,
     pub keepalive: Duration,
+    /// `-rs-on-demand-grace`.
+    pub on_demand_grace: Duration,
     pub log_file: Option<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_level: slog::Level,
@@ -310,18 +323,22 @@ impl Config {
         let channels = Channels::parse(&channel_list(
             a.rs_channel.as_deref(),
             a.rs_channel_file.as_deref(),
-        )?)?;
+        )?)?
+        .with_on_demand(a.rs_on_demand);
         let redis = RedisSettings::from_args(&a)?;
-        if redis.cluster && channels.keys().iter().any(|k| k.pattern) {
-            return Err(
-                "-rs-cluster relays channel names only: sharded pub/sub has no patterns".into(),
-            );
+        if redis.cluster && !a.rs_on_demand && channels.keys().iter().any(|k| k.pattern) {
+            return Err("-rs-cluster relays channel names only (sharded pub/sub has no patterns), unless -rs-on-demand".into());
         }
         let publish_token = secret(&a.publish_token, PUBLISH_TOKEN_ENV);
         let publish = publish_endpoint(a.publish_addr, &publish_token)?;
         let embedded_broker = embedded_broker(&a)?;
         if embedded_broker.is_some() && redis.cluster {
             return Err("-broker=embedded and -rs-cluster exclude each other".into());
+        }
+        if embedded_broker.is_some() && a.rs_on_demand {
+            return Err(
+                "-rs-on-demand subscribes Redis channels as clients read them; -broker=embedded has no Redis".into(),
+            );
         }
         if a.rs_keepalive.is_zero() {
             return Err("-rs-keepalive must be above 0".into());
@@ -359,6 +376,7 @@ impl Config {
             embedded_broker,
             max_payload: a.rs_max_payload,
             keepalive: a.rs_keepalive,
+            on_demand_grace: a.rs_on_demand_grace,
             log_file: a.ps_log_file,
             tls,
             log_level: a.log_level,
@@ -509,7 +527,7 @@ impl Config {
                 .map_or("none".into(), |p| p.display().to_string())
         };
         format!(
-            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
+            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-on-demand={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
             self.listen,
             self.route,
             opt(self.heartbeat),
@@ -529,6 +547,10 @@ impl Config {
                 self.redis.describe()
             },
             rs_channel_list(&self.channels),
+            match self.channels.on_demand() {
+                true => format!("on (grace {:?})", self.on_demand_grace),
+                false => "off".into(),
+            },
             self.max_payload,
             self.keepalive,
             path(&self.log_file),
@@ -901,7 +923,11 @@ mod tests {
                 "io" => "epoll",
                 "log-level" => "debug",
                 "ws-ping-interval" => "10s",
-                f if f.contains("interval") || f.contains("timeout") || f == "rs-keepalive" => {
+                f if f.contains("interval")
+                    || f.contains("timeout")
+                    || f == "rs-keepalive"
+                    || f.ends_with("grace") =>
+                {
                     "90s"
                 }
                 "ws-queue-bytes" | "ws-max-message" | "rs-max-payload" | "ws-deflate-min" => "1KiB",

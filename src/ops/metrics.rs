@@ -268,6 +268,12 @@ fn redis(e: &mut Exposition, stats: &Stats) {
         "Subscriptions restored after a lost Redis connection.",
         load(&stats.redis_reconnects),
     );
+    e.one(
+        "pubsocketd_redis_read_bytes_total",
+        "counter",
+        "Bytes read from Redis by the subscriber connections.",
+        load(&stats.redis_bytes_read),
+    );
 }
 
 /// The label of a configured channel or pattern.

@@ -29,6 +29,9 @@ pub struct Stats {
     pub received: AtomicU64,
     pub dropped: AtomicU64,
     pub redis_reconnects: AtomicU64,
+    /// Bytes read from Redis by the subscriber connections (one add per
+    /// read, not per message).
+    pub redis_bytes_read: AtomicU64,
     pub redis_up: AtomicBool,
     /// Clients that read every key (they are not counted per key, so
     /// that a connection costs the same whatever the number of keys).
@@ -112,6 +115,7 @@ impl Stats {
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             redis_reconnects: AtomicU64::new(0),
+            redis_bytes_read: AtomicU64::new(0),
             redis_up: AtomicBool::new(false),
             embedded: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerCounters::default()).collect(),

@@ -13,6 +13,7 @@ use super::resp::reply;
 use super::resp::write::command;
 use super::subscriber::{Failure, Node, Subscriber};
 use crate::channels::{Channels, Live};
+use crate::demand::Demand;
 use crate::ingest::handle::Ingest;
 use crate::ops::config::Config;
 use crate::ops::stats::Stats;
@@ -42,6 +43,7 @@ pub struct Cluster {
     pub log: Logger,
     pub stats: Arc<Stats>,
     pub fatal: Option<oneshot::Sender<String>>,
+    pub demand: Option<Arc<Demand>>,
 }
 
 impl From<Subscriber> for Cluster {
@@ -55,13 +57,14 @@ impl From<Subscriber> for Cluster {
             log: s.log,
             stats: s.stats,
             fatal: s.fatal,
+            demand: s.demand,
         }
     }
 }
 
 /// A running node session.
 struct Running {
-    channels: Vec<String>,
+    share: Share,
     live: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -79,7 +82,7 @@ impl Cluster {
             match self.slot_map(&known).await {
                 Ok(map) => {
                     known = nodes_of(&map, &known);
-                    let plan = plan(&self.channels.get(), &map);
+                    let plan = plan(&self.channels.get(), &map, self.demand.is_some());
                     self.apply(&plan, &mut running, &ended_tx);
                 }
                 Err(f) => {
@@ -138,18 +141,18 @@ impl Cluster {
     /// Starts, restarts or stops node sessions to match `plan`.
     fn apply(
         &self,
-        plan: &BTreeMap<(String, u16), Vec<String>>,
+        plan: &BTreeMap<(String, u16), Share>,
         running: &mut BTreeMap<(String, u16), Running>,
         ended: &mpsc::UnboundedSender<Failure>,
     ) {
         running.retain(|node, r| {
-            let keep = plan.get(node) == Some(&r.channels) && !r.task.is_finished();
+            let keep = plan.get(node) == Some(&r.share) && !r.task.is_finished();
             if !keep {
                 r.task.abort();
             }
             keep
         });
-        for ((host, port), channels) in plan {
+        for ((host, port), share) in plan {
             if running.contains_key(&(host.clone(), *port)) {
                 continue;
             }
@@ -157,7 +160,8 @@ impl Cluster {
             let node = Node {
                 host: host.clone(),
                 port: *port,
-                channels: channels.clone(),
+                channels: share.channels.clone(),
+                slots: share.slots.clone(),
                 live: live.clone(),
             };
             let mut sub = self.node_subscriber(node);
@@ -171,7 +175,7 @@ impl Cluster {
                 let _ = ended.send(failure);
             });
             let r = Running {
-                channels: channels.clone(),
+                share: share.clone(),
                 live,
                 task,
             };
@@ -189,6 +193,7 @@ impl Cluster {
             stats: self.stats.clone(),
             fatal: None,
             node: Some(node),
+            demand: self.demand.clone(),
         }
     }
 
@@ -274,15 +279,35 @@ pub fn parse_slots(reply: &BytesFrame, asked: &str) -> Result<SlotMap, String> {
     Ok(map)
 }
 
-/// The channels each master must be asked for.
-pub fn plan(channels: &Channels, map: &SlotMap) -> BTreeMap<(String, u16), Vec<String>> {
-    let mut plan: BTreeMap<(String, u16), Vec<String>> = BTreeMap::new();
-    for (_, key) in channels.live() {
+/// A node session's share of the work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Share {
+    /// The configured channels of its slots.
+    pub channels: Vec<String>,
+    /// Its slots, under `-rs-on-demand` (the channels of those slots that
+    /// clients read are subscribed there); empty otherwise.
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// What each master must be asked for: the configured channels of its
+/// slots, and under `-rs-on-demand` every master, with its slots.
+pub fn plan(channels: &Channels, map: &SlotMap, on_demand: bool) -> BTreeMap<(String, u16), Share> {
+    let mut plan: BTreeMap<(String, u16), Share> = BTreeMap::new();
+    if on_demand {
+        for (a, b, host, port) in map {
+            plan.entry((host.clone(), *port))
+                .or_default()
+                .slots
+                .push((*a, *b));
+        }
+    }
+    for key in channels.subscribed_keys() {
         let slot = redis_protocol::redis_keyslot(key.name.as_bytes());
         if let Some((_, _, host, port)) = map.iter().find(|(a, b, _, _)| (*a..=*b).contains(&slot))
         {
             plan.entry((host.clone(), *port))
                 .or_default()
+                .channels
                 .push(key.name.clone());
         }
     }
@@ -352,9 +377,16 @@ mod tests {
         };
         let a: crate::ops::config::Args = crate::ops::flags::parse_from("p", &args, &spec).unwrap();
         let cfg = Config::from_args(a).unwrap();
-        let p = plan(&cfg.channels, &map);
-        assert_eq!(p[&("127.0.0.1".to_string(), 7003)], ["a", "{a}x"]);
-        assert_eq!(p[&("127.0.0.1".to_string(), 7001)], ["b"]);
+        let p = plan(&cfg.channels, &map, false);
+        assert_eq!(p[&("127.0.0.1".to_string(), 7003)].channels, ["a", "{a}x"]);
+        assert_eq!(p[&("127.0.0.1".to_string(), 7001)].channels, ["b"]);
+        assert_eq!(p.len(), 2, "no session for a node with nothing to read");
+        let on_demand = plan(&cfg.channels, &map, true);
+        assert_eq!(on_demand.len(), 3, "every master, for what clients ask");
+        assert_eq!(
+            on_demand[&("10.0.0.9".to_string(), 7002)].slots,
+            [(5461, 10922)]
+        );
         assert!(parse_slots(
             &BytesFrame::Error("ERR This instance has cluster support disabled".into()),
             "h"

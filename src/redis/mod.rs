@@ -5,6 +5,7 @@
 pub(crate) mod backoff;
 pub(crate) mod cluster;
 pub(crate) mod connect;
+pub(crate) mod on_demand;
 pub(crate) mod publisher;
 pub mod resp;
 pub(crate) mod subscriber;

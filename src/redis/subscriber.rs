@@ -6,9 +6,11 @@
 
 use super::backoff::Backoff;
 use super::connect::{ConnectError, Target};
+use super::on_demand::{Answer, Tracker};
 use super::resp::write::command;
 use super::resp::{Item, PushReader};
 use crate::channels::{Channels, Key, Live};
+use crate::demand::{Demand, Owns};
 use crate::ingest::encode::Rejected;
 use crate::ingest::handle::Ingest;
 use crate::ops::config::Config;
@@ -43,6 +45,8 @@ pub struct Subscriber {
     /// Set for one node of a Redis Cluster: SSUBSCRIBE to these channels
     /// there. `None`: the configured server, every key.
     pub node: Option<Node>,
+    /// `-rs-on-demand`: the channels clients read under a pattern.
+    pub demand: Option<Arc<Demand>>,
 }
 
 /// One cluster node and the channels whose slots it owns.
@@ -51,6 +55,9 @@ pub struct Node {
     pub host: String,
     pub port: u16,
     pub channels: Vec<String>,
+    /// The slots it owns, under `-rs-on-demand` (it subscribes the
+    /// channels of those slots that clients read); empty otherwise.
+    pub slots: Vec<(u16, u16)>,
     /// Set while this node's subscription is live (the cluster supervisor
     /// derives readiness from all of them).
     pub live: Arc<std::sync::atomic::AtomicBool>,
@@ -123,18 +130,30 @@ impl Subscriber {
         let mut reloads = self.channels.watch();
         reloads.mark_unchanged();
         let mut subscribed = self.channels.get();
-        for cmd in self.subscribe_commands(&subscribed) {
-            sock.write_all(&cmd)
-                .await
-                .map_err(|e| Failure::io(format!("connection to {addr} lost: {e}")))?;
+        let mut tracker = self.demand.as_ref().map(|d| {
+            let sharded = self.node.is_some();
+            Tracker::new(d, self.owns(), sharded)
+        });
+        let mut cmds = self.subscribe_commands(&subscribed);
+        cmds.extend(
+            tracker
+                .as_mut()
+                .map(Tracker::initial_commands)
+                .unwrap_or_default(),
+        );
+        let lost = |e: std::io::Error| Failure::io(format!("connection to {addr} lost: {e}"));
+        for cmd in cmds {
+            sock.write_all(&cmd).await.map_err(lost)?;
         }
         // TLS buffers what it encrypts: push it out.
-        sock.flush()
-            .await
-            .map_err(|e| Failure::io(format!("connection to {addr} lost: {e}")))?;
+        sock.flush().await.map_err(lost)?;
+        if self.expected_confirmations() == 0 {
+            self.subscribed(backoff);
+        }
         let mut session = Session {
             subscribed: &mut subscribed,
             reloads: &mut reloads,
+            tracker: tracker.as_mut(),
         };
         self.relay(&mut sock, backoff, &mut session)
             .await
@@ -166,7 +185,8 @@ impl Subscriber {
             tokio::select! {
                 n = sock.read_buf(&mut buf) => match n {
                     Ok(0) => return Err(Failure::io("closed by Redis")),
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.stats.redis_bytes_read.fetch_add(n as u64, Relaxed);
                         last_read = Instant::now();
                         ping_sent = None;
                     }
@@ -181,6 +201,13 @@ impl Subscriber {
                     ping_sent = Some(Instant::now());
                     continue;
                 }
+                cmds = next_commands(&mut session.tracker) => {
+                    for cmd in cmds {
+                        sock.write_all(&cmd).await.map_err(|e| Failure::io(e.to_string()))?;
+                    }
+                    sock.flush().await.map_err(|e| Failure::io(e.to_string()))?;
+                    continue;
+                }
                 Ok(()) = session.reloads.changed(), if self.node.is_none() => {
                     let now = self.channels.get();
                     for cmd in resubscribe_commands(session.subscribed, &now) {
@@ -191,7 +218,7 @@ impl Subscriber {
                     continue;
                 }
             }
-            self.drain(&mut buf, &mut reader, backoff, &mut confirmed)
+            self.drain(&mut buf, &mut reader, backoff, &mut confirmed, session)
                 .await?;
         }
     }
@@ -203,6 +230,7 @@ impl Subscriber {
         reader: &mut PushReader,
         backoff: &mut Backoff,
         confirmed: &mut usize,
+        session: &mut Session<'_>,
     ) -> Result<(), Failure> {
         while let Some(item) = reader.next(buf).map_err(|e| Failure::io(e.0))? {
             match item {
@@ -228,7 +256,9 @@ impl Subscriber {
                     self.ingest.count_oversized(channel.as_bytes());
                     warn!(self.log, "[redis] dropped a {len}-byte message on {channel}: over -rs-max-payload ({} bytes)", self.cfg.max_payload);
                 }
-                Item::Reply(reply) => self.reply(reply, backoff, confirmed)?,
+                Item::Reply(reply) => {
+                    self.reply(reply, backoff, confirmed, session.tracker.as_deref_mut())?
+                }
             }
         }
         Ok(())
@@ -252,7 +282,15 @@ impl Subscriber {
         reply: BytesFrame,
         backoff: &mut Backoff,
         confirmed: &mut usize,
+        tracker: Option<&mut Tracker>,
     ) -> Result<(), Failure> {
+        if let (Some(t), BytesFrame::Array(items)) = (tracker, &reply) {
+            if let [BytesFrame::BulkString(kind), BytesFrame::BulkString(ch), ..] = &items[..] {
+                if t.answer(kind, ch) == Answer::Ours {
+                    return Ok(());
+                }
+            }
+        }
         match reply {
             BytesFrame::Array(items) => match items.first() {
                 Some(BytesFrame::BulkString(kind))
@@ -282,7 +320,22 @@ impl Subscriber {
     fn expected_confirmations(&self) -> usize {
         match &self.node {
             Some(n) => n.channels.len(),
-            None => self.channels.get().live().count(),
+            None => self.channels.get().subscribed_keys().count(),
+        }
+    }
+
+    /// The channels this session subscribes on demand: every one, or
+    /// those of the node's slots.
+    fn owns(&self) -> Owns {
+        match &self.node {
+            None => Arc::new(|_: &[u8]| true),
+            Some(n) => {
+                let slots = n.slots.clone();
+                Arc::new(move |ch: &[u8]| {
+                    let slot = redis_protocol::redis_keyslot(ch);
+                    slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+                })
+            }
         }
     }
 
@@ -307,7 +360,10 @@ impl Subscriber {
             node.live.store(true, Relaxed);
             backoff.first = false;
             backoff.reset();
-            let list = node.channels.join(", ");
+            let list = match node.channels.is_empty() {
+                true => "nothing yet (channels subscribed as clients read them)".into(),
+                false => node.channels.join(", "),
+            };
             return info!(
                 self.log,
                 "[redis] subscribed to {list} on cluster node {}:{}", node.host, node.port
@@ -341,32 +397,34 @@ pub fn is_refusal(error: &str) -> bool {
     .any(|p| error.starts_with(p))
 }
 
-/// A session's view of the reloads: what it subscribed, and the watch.
+/// A session's view of the reloads (what it subscribed, and the watch),
+/// and of the channels subscribed on demand.
 struct Session<'a> {
     subscribed: &'a mut Arc<Channels>,
     reloads: &'a mut watch::Receiver<u64>,
+    tracker: Option<&'a mut Tracker>,
+}
+
+/// The next on-demand commands; never, without `-rs-on-demand`.
+async fn next_commands(tracker: &mut Option<&mut Tracker>) -> Vec<Vec<u8>> {
+    match tracker {
+        Some(t) => t.next_commands().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// SUBSCRIBE for the channel names and PSUBSCRIBE for the patterns.
 fn subscribe_commands(channels: &Channels) -> Vec<Vec<u8>> {
-    let keys: Vec<&Key> = channels.live().map(|(_, k)| k).collect();
+    let keys: Vec<&Key> = channels.subscribed_keys().collect();
     commands(&keys, b"SUBSCRIBE", b"PSUBSCRIBE")
 }
 
 /// After a reload: SUBSCRIBE (PSUBSCRIBE) what is new, UNSUBSCRIBE
 /// (PUNSUBSCRIBE) what is gone, on the live connection.
 fn resubscribe_commands(before: &Channels, now: &Channels) -> Vec<Vec<u8>> {
-    let had = |c: &Channels, k: &Key| c.live().any(|(_, o)| o.name == k.name);
-    let added: Vec<&Key> = now
-        .live()
-        .map(|(_, k)| k)
-        .filter(|k| !had(before, k))
-        .collect();
-    let gone: Vec<&Key> = before
-        .live()
-        .map(|(_, k)| k)
-        .filter(|k| !had(now, k))
-        .collect();
+    let had = |c: &Channels, k: &Key| c.subscribed_keys().any(|o| o.name == k.name);
+    let added: Vec<&Key> = now.subscribed_keys().filter(|k| !had(before, k)).collect();
+    let gone: Vec<&Key> = before.subscribed_keys().filter(|k| !had(now, k)).collect();
     let mut out = commands(&added, b"SUBSCRIBE", b"PSUBSCRIBE");
     out.extend(commands(&gone, b"UNSUBSCRIBE", b"PUNSUBSCRIBE"));
     out

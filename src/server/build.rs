@@ -4,6 +4,7 @@
 //! `POST /publish` sends its messages.
 
 use crate::channels::{Live, MAX_IDS};
+use crate::demand::Demand;
 use crate::fanout::context::Context;
 use crate::fanout::hub::{Hub, Message};
 use crate::fanout::thread::Task;
@@ -68,12 +69,17 @@ pub fn build(
     .with_deflate(cfg.deflate);
     let (hub, receivers) = Hub::new(cfg.workers);
     let ingest = Ingest::new(encoder, hub, stats.clone());
+    let demand = cfg
+        .channels
+        .on_demand()
+        .then(|| Demand::new(cfg.on_demand_grace));
     let ctx = Arc::new(Context {
         channels: channels.clone(),
         cfg: cfg.clone(),
         log: log.clone(),
         tls,
         stats: stats.clone(),
+        demand: demand.clone(),
     });
     let (fatal_tx, fatal) = oneshot::channel();
     // Redis is configured (and its TLS files read) only when it is used.
@@ -90,6 +96,7 @@ pub fn build(
             stats: stats.clone(),
             fatal: Some(fatal_tx),
             node: None,
+            demand,
         };
         (Some(source(sub)), Sink::Redis(Publisher::new(target)))
     };
@@ -105,10 +112,18 @@ pub fn build(
     })
 }
 
-/// The subscriber's task: one connection, or one per cluster node.
+/// The subscriber's task: one connection, or one per cluster node (and,
+/// under `-rs-on-demand`, the sweep of channels nobody reads).
 fn source(sub: Subscriber) -> Task {
-    match sub.cfg.redis.cluster {
+    let sweep = sub.demand.clone().map(Demand::sweeper);
+    let run: Task = match sub.cfg.redis.cluster {
         true => Box::pin(Cluster::from(sub).run()),
         false => Box::pin(sub.run()),
+    };
+    match sweep {
+        None => run,
+        Some(sweep) => Box::pin(async move {
+            tokio::join!(run, sweep);
+        }),
     }
 }
