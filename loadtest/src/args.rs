@@ -70,6 +70,11 @@ pub struct Args {
     /// (default 0: every client reads CHANNEL)
     #[argh(option, default = "0")]
     pub spread: usize,
+    /// with --spread: the first channel number, so that several load
+    /// generators (one per relay) read distinct users: client i reads
+    /// CHANNEL.<FROM + i mod N> and messages go to those (default 0)
+    #[argh(option, default = "0")]
+    pub spread_from: usize,
     /// messages published per second (default 100)
     #[argh(option, default = "100.0")]
     pub rate: f64,

@@ -31,8 +31,9 @@ pub struct ClientCfg {
     pub host: String,
     /// Request target: path and query.
     pub target: String,
-    /// `--spread`: client i adds `channel=<spread_channel>.<i mod N>`.
-    pub spread: Option<(String, usize)>,
+    /// `--spread` and `--spread-from`: client i adds
+    /// `channel=<spread_channel>.<FROM + i mod N>`.
+    pub spread: Option<(String, usize, usize)>,
     pub origin: Option<String>,
     /// Offer permessage-deflate.
     pub deflate: bool,
@@ -156,9 +157,9 @@ async fn upgrade(
     let key = wsframe::key(i as u64 ^ 0x5eed_0000_0000);
     let target = match &cfg.spread {
         None => std::borrow::Cow::Borrowed(cfg.target.as_str()),
-        Some((channel, n)) => {
+        Some((channel, n, from)) => {
             let sep = if cfg.target.contains('?') { '&' } else { '?' };
-            format!("{}{sep}channel={channel}.{}", cfg.target, i % n).into()
+            format!("{}{sep}channel={channel}.{}", cfg.target, from + i % n).into()
         }
     };
     let req = wsframe::request(&cfg.host, &target, cfg.origin.as_deref(), &key, cfg.deflate);

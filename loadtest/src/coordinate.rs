@@ -267,9 +267,10 @@ impl<'a> Coordinator<'a> {
         run_id: u64,
     ) -> Result<Measured, String> {
         let a = self.a;
-        let (mut publisher, subs) = Publisher::connect(redis, &a.channel, a.spread, REDIS_WAIT)
-            .await
-            .map_err(|e| format!("Redis at {redis}: {e}"))?;
+        let (mut publisher, subs) =
+            Publisher::connect(redis, &a.channel, (a.spread, a.spread_from), REDIS_WAIT)
+                .await
+                .map_err(|e| format!("Redis at {redis}: {e}"))?;
         publisher.words = a.pad == "words";
         if subs == 0 {
             self.warnings.push(format!(

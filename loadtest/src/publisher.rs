@@ -51,6 +51,8 @@ pub struct Publisher {
     /// each client sees consecutive numbers), and the generator that picks
     /// the channel of each message.
     spread: Vec<u64>,
+    /// `--spread-from`: the number of the first of those channels.
+    spread_from: usize,
     pick: u64,
     name: Vec<u8>,
     buf: Vec<u8>,
@@ -70,6 +72,19 @@ fn command(out: &mut Vec<u8>, parts: &[&[u8]]) {
 }
 
 /// Reads one reply (not a push) off `sock`.
+/// The count in a `PUBSUB NUMPAT` or `PUBSUB NUMSUB` reply.
+fn count(reply: BytesFrame) -> io::Result<u64> {
+    Ok(match reply {
+        BytesFrame::Array(items) => match items.get(1) {
+            Some(BytesFrame::Integer(n)) => *n as u64,
+            _ => 0,
+        },
+        BytesFrame::Integer(n) => n as u64,
+        BytesFrame::Error(e) => return Err(io::Error::other(format!("Redis: {e}"))),
+        _ => 0,
+    })
+}
+
 async fn one_reply(sock: &mut TcpStream, buf: &mut BytesMut) -> io::Result<BytesFrame> {
     let mut reader = PushReader::new(usize::MAX);
     loop {
@@ -88,34 +103,37 @@ async fn one_reply(sock: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Bytes
 impl Publisher {
     /// Connects and waits (up to `wait`) until the channel has at least one
     /// subscriber, i.e. the relay is subscribed (with `spread`, until some
-    /// pattern is: the relay reads `<channel>.*`). Returns the publisher and
-    /// the subscriber count seen.
+    /// pattern is, the relay reading `<channel>.*`, or, when the relay
+    /// subscribes on demand, the first of the channels). Returns the
+    /// publisher and the subscriber count seen.
     pub async fn connect(
         addr: SocketAddr,
         channel: &str,
-        spread: usize,
+        (spread, spread_from): (usize, usize),
         wait: Duration,
     ) -> io::Result<(Publisher, u64)> {
+        let first = format!("{channel}.{spread_from}");
         let mut sock = TcpStream::connect(addr).await?;
         sock.set_nodelay(true)?;
         let deadline = Instant::now() + wait;
         let mut buf = BytesMut::with_capacity(4096);
         let subscribers = loop {
             let mut cmd = Vec::new();
-            match spread {
-                0 => command(&mut cmd, &[b"PUBSUB", b"NUMSUB", channel.as_bytes()]),
-                _ => command(&mut cmd, &[b"PUBSUB", b"NUMPAT"]),
+            let mut n = 0;
+            if spread > 0 {
+                command(&mut cmd, &[b"PUBSUB", b"NUMPAT"]);
+                sock.write_all(&cmd).await?;
+                n = count(one_reply(&mut sock, &mut buf).await?)?;
+                cmd.clear();
             }
-            sock.write_all(&cmd).await?;
-            let n = match one_reply(&mut sock, &mut buf).await? {
-                BytesFrame::Array(items) => match items.get(1) {
-                    Some(BytesFrame::Integer(n)) => *n as u64,
-                    _ => 0,
-                },
-                BytesFrame::Integer(n) => n as u64,
-                BytesFrame::Error(e) => return Err(io::Error::other(format!("Redis: {e}"))),
-                _ => 0,
+            let name = if spread > 0 {
+                first.as_bytes()
+            } else {
+                channel.as_bytes()
             };
+            command(&mut cmd, &[b"PUBSUB", b"NUMSUB", name]);
+            sock.write_all(&cmd).await?;
+            n += count(one_reply(&mut sock, &mut buf).await?)?;
             if n > 0 || Instant::now() >= deadline {
                 break n;
             }
@@ -131,6 +149,7 @@ impl Publisher {
                 counters,
                 seq: 0,
                 spread: vec![0; spread],
+                spread_from,
                 pick: 0x9e37_79b9_7f4a_7c15,
                 name: Vec::new(),
                 buf: Vec::new(),
@@ -204,7 +223,8 @@ impl Publisher {
         self.pick ^= self.pick >> 7;
         self.pick ^= self.pick << 17;
         let k = (self.pick % self.spread.len() as u64) as usize;
-        self.name.extend_from_slice(format!(".{k}").as_bytes());
+        self.name
+            .extend_from_slice(format!(".{}", self.spread_from + k).as_bytes());
         self.spread[k] += 1;
         self.spread[k]
     }
