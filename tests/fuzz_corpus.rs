@@ -75,3 +75,8 @@ fn rs_url_corpus() {
 fn control_corpus() {
     replay("control", pubsocketd::fuzzing::control);
 }
+
+#[test]
+fn client_ip_corpus() {
+    replay("client_ip", pubsocketd::fuzzing::client_ip);
+}

@@ -8,6 +8,7 @@ use super::context::Context;
 use super::control;
 use super::worker::Worker;
 use crate::channels::Selection;
+use crate::net::client_ip::Claimed;
 use crate::net::http;
 use crate::ws::decode::Violation;
 use crate::ws::deflate;
@@ -123,7 +124,7 @@ impl conn::OnMessage for Messages<'_> {
 
 /// A client past its handshake.
 struct Upgraded {
-    /// `[X-Real-IP][remote address]`, for log lines.
+    /// `[client][remote address]`, for log lines.
     peer: String,
     /// Bytes the client sent right after its request.
     buf: BytesMut,
@@ -133,6 +134,16 @@ struct Upgraded {
     deflate: bool,
     /// `pubsocketd.v1` agreed.
     v1: bool,
+}
+
+/// `[client][peer address]` for log lines: the client's address when a
+/// trusted proxy vouched for it (`-ws-trusted-proxies`), else `-`.
+fn peer_label(claimed: &Claimed, addr: SocketAddr, ctx: &Context) -> String {
+    let client = claimed.resolve(addr.ip(), &ctx.cfg.trusted_proxies);
+    match client.forwarded {
+        true => format!("[{}][{addr}]", client.ip),
+        false => format!("[-][{addr}]"),
+    }
 }
 
 /// Reads the upgrade request within `deadline` and answers it.
@@ -170,7 +181,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     };
     match admitted {
         Ok((acc, selection, deflate)) => {
-            let peer = format!("[{}][{addr}]", acc.real_ip.as_deref().unwrap_or("-"));
+            let peer = peer_label(&acc.claimed, addr, ctx);
             let ext = deflate.then_some(deflate::RESPONSE);
             let response = handshake::switching_protocols(&acc.accept, ext, acc.protocol);
             let v1 = acc.protocol == Protocol::V1;
@@ -191,10 +202,10 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
             })
         }
         Err(refusal) => {
-            let real_ip = refusal.real_ip.as_deref().unwrap_or("-");
+            let peer = peer_label(&refusal.claimed, addr, ctx);
             info!(
                 ctx.log,
-                "[{real_ip}][{addr}][handshake] refused: {} {}", refusal.status, refusal.reason
+                "{peer}[handshake] refused: {} {}", refusal.status, refusal.reason
             );
             ctx.stats.refused(refusal.status);
             http::answer_and_close(stream, &refusal.response(), REFUSAL_LINGER).await;
@@ -249,7 +260,7 @@ async fn confirmed(
     ctx.account(selection.as_deref(), deflate, v1, false);
     let why = "Redis did not confirm the subscription within -ws-handshake-timeout";
     Err(Refusal {
-        real_ip: acc.real_ip.clone(),
+        claimed: acc.claimed.clone(),
         ..Refusal::new(503, why.to_string())
     })
 }
@@ -258,7 +269,7 @@ async fn confirmed(
 /// here (404 otherwise) and there must be room (503 otherwise).
 fn admit(acc: handshake::Accepted, ctx: &Context) -> Result<Admitted, Refusal> {
     let refuse = |status, why: String| Refusal {
-        real_ip: acc.real_ip.clone(),
+        claimed: acc.claimed.clone(),
         ..Refusal::new(status, why)
     };
     let selection = ctx

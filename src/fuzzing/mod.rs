@@ -15,9 +15,11 @@
 //! | [`client_frames`] | [`crate::ws::decode::Decoder`] |
 //! | [`control`] | [`crate::ws::control::parse`], the `pubsocketd.v1` control messages |
 //! | [`origin`] | [`crate::ws::origin::Origin`] and `OriginPolicy::check` |
+//! | [`client_ip`] | [`crate::net::client_ip::Claimed`]: `X-Real-IP` and `X-Forwarded-For` |
 //! | [`flags`] | [`crate::ops::flags::normalize`] with the relay's flags |
 
 mod client_frames;
+mod client_ip;
 mod control;
 mod flags;
 mod handshake;
@@ -29,6 +31,7 @@ mod rs_url;
 mod split;
 
 pub use client_frames::{client_frames, WS_MAX_MESSAGE};
+pub use client_ip::client_ip;
 pub use control::control;
 pub use flags::flags;
 pub use handshake::handshake;

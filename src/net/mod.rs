@@ -2,6 +2,7 @@
 //! of the side endpoints, and the TLS acceptor.
 
 pub(crate) mod accept;
+pub mod client_ip;
 pub(crate) mod http;
 pub(crate) mod listen;
 pub(crate) mod tls;

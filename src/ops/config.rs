@@ -3,6 +3,7 @@
 //! [`crate::ops::flags::normalize`] so every Go spelling keeps working.
 
 use crate::channels::Channels;
+use crate::net::client_ip::{TrustedProxies, DEFAULT_TRUSTED};
 use crate::ops::secret::Secret;
 use crate::ws::origin::{Origin, OriginPolicy};
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +31,7 @@ pub const VALUE_FLAGS: &[&str] = &[
     "ws-queue-bytes",
     "ws-max-message",
     "ws-max-channels",
+    "ws-trusted-proxies",
     "rs-max-payload",
     "rs-keepalive",
     "rs-on-demand-grace",
@@ -126,6 +128,11 @@ pub struct Args {
     /// at the handshake (default 64)
     #[argh(option, default = "64")]
     pub ws_max_channels: usize,
+    /// peers (CIDR blocks or addresses, comma-separated; none for nobody)
+    /// whose X-Real-IP or X-Forwarded-For name the client (default
+    /// 127.0.0.0/8,::1: a proxy on the same host)
+    #[argh(option, default = "String::from(DEFAULT_TRUSTED)")]
+    pub ws_trusted_proxies: String,
     /// relay only payloads that are valid JSON, dropping others with a log
     /// line, as the original did (default false)
     #[argh(switch)]
@@ -274,6 +281,8 @@ pub struct Config {
     pub max_message: usize,
     /// `-ws-max-channels`.
     pub max_channels: usize,
+    /// `-ws-trusted-proxies`.
+    pub trusted_proxies: TrustedProxies,
     pub json_only: bool,
     pub redis: RedisSettings,
     pub channels: Channels,
@@ -364,6 +373,7 @@ impl Config {
             queue_bytes: a.ws_queue_bytes,
             max_message: a.ws_max_message,
             max_channels: a.ws_max_channels,
+            trusted_proxies: TrustedProxies::parse(&a.ws_trusted_proxies)?,
             json_only: a.ws_json_only,
             redis,
             channels,
@@ -527,7 +537,7 @@ impl Config {
                 .map_or("none".into(), |p| p.display().to_string())
         };
         format!(
-            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-on-demand={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
+            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-trusted-proxies={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-on-demand={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
             self.listen,
             self.route,
             opt(self.heartbeat),
@@ -537,6 +547,7 @@ impl Config {
             self.queue_bytes,
             self.max_message,
             self.max_channels,
+            self.trusted_proxies.describe(),
             self.max_connections,
             self.json_only,
             self.envelope,
@@ -916,6 +927,7 @@ mod tests {
             let value = match *flag {
                 "ws-port" | "rs-port" | "workers" | "ws-max-connections" | "broker-port"
                 | "ws-max-channels" => "1",
+                "ws-trusted-proxies" => "10.0.0.0/8,::1",
                 "metrics-addr" | "publish-addr" => "127.0.0.1:0",
                 "rs-url" => "rediss://u:p@r.example:6380",
                 "broker" => "embedded",

@@ -5,6 +5,7 @@
 //! be wrong gets its own precise status code instead of a generic 400.
 
 use super::origin::{OriginPolicy, OriginRefusal};
+use crate::net::client_ip::Claimed;
 use crate::net::http::Response;
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -24,8 +25,9 @@ pub struct Accepted {
     /// Bytes of the buffer taken by the request head; anything after them
     /// is already WebSocket traffic (a client may pipeline frames).
     pub consumed: usize,
-    /// `X-Real-IP`, for log lines, as the original did.
-    pub real_ip: Option<String>,
+    /// What `X-Real-IP` and `X-Forwarded-For` say, believed only from a
+    /// trusted proxy (see [`Claimed::resolve`]).
+    pub claimed: Claimed,
     /// The query string of the request target, without `?` (empty if none).
     pub query: String,
     /// The client offered permessage-deflate with parameters the relay can
@@ -87,8 +89,8 @@ pub struct Refusal {
     pub status: u16,
     /// What the log line says (and the response body).
     pub reason: String,
-    /// `X-Real-IP`, when the head got far enough to have it.
-    pub real_ip: Option<String>,
+    /// The forwarding headers, when the head got far enough to have them.
+    pub claimed: Claimed,
 }
 
 impl Refusal {
@@ -96,7 +98,7 @@ impl Refusal {
         Refusal {
             status,
             reason: reason.into(),
-            real_ip: None,
+            claimed: Claimed::default(),
         }
     }
 
@@ -159,9 +161,10 @@ pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<A
         return Err(too_large());
     }
     let heads = Heads(req.headers);
-    let real_ip = heads
-        .one(b"x-real-ip")
-        .map(|v| String::from_utf8_lossy(v).trim().to_string());
+    let mut claimed = Claimed::default();
+    for h in heads.0.iter() {
+        claimed.add(h.name, h.value);
+    }
     let deflate_offered = heads
         .0
         .iter()
@@ -179,14 +182,14 @@ pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<A
             Some(Accepted {
                 accept,
                 consumed,
-                real_ip: real_ip.clone(),
+                claimed: claimed.clone(),
                 query,
                 deflate_offered,
                 protocol,
             })
         })
         .map_err(|mut r| {
-            r.real_ip = real_ip;
+            r.claimed = claimed;
             r
         })
 }
@@ -330,7 +333,7 @@ mod tests {
         raw.push(0x81);
         let ok = parse(&raw, "/ws", &allow()).unwrap().unwrap();
         assert_eq!(ok.consumed, raw.len() - 1);
-        assert_eq!(ok.real_ip.as_deref(), Some("10.1.2.3"));
+        assert_eq!(ok.claimed.real_ip.as_deref(), Some(&b"10.1.2.3"[..]));
         assert_eq!(ok.query, "x=1");
         assert_eq!(ok.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
