@@ -3,6 +3,7 @@
 //! scrape never touches a worker.
 
 use crate::channels::Live;
+use crate::demand::Demand;
 use crate::net::accept::Acceptor;
 use crate::net::http::{self, HeadError, Response};
 use crate::ops::stats::{largest, KeyCounters, Stats};
@@ -23,6 +24,8 @@ pub struct Info {
     /// The write backend the workers started with (`-io`, after any
     /// fallback to epoll).
     pub io: &'static str,
+    /// `-rs-on-demand`: the channels subscribed as clients read them.
+    pub demand: Option<Arc<Demand>>,
 }
 
 /// Largest request head read.
@@ -123,7 +126,7 @@ pub fn render(stats: &Stats, info: &Info) -> String {
     connections(&mut e, stats, info);
     per_key(&mut e, stats, info);
     deliveries(&mut e, stats);
-    redis(&mut e, stats);
+    redis(&mut e, stats, info);
     e.out
 }
 
@@ -255,7 +258,7 @@ fn deliveries(e: &mut Exposition, stats: &Stats) {
 }
 
 /// The Redis link.
-fn redis(e: &mut Exposition, stats: &Stats) {
+fn redis(e: &mut Exposition, stats: &Stats, info: &Info) {
     e.one(
         "pubsocketd_redis_connected",
         "gauge",
@@ -274,6 +277,14 @@ fn redis(e: &mut Exposition, stats: &Stats) {
         "Bytes read from Redis by the subscriber connections.",
         load(&stats.redis_bytes_read),
     );
+    if let Some(d) = &info.demand {
+        e.one(
+            "pubsocketd_redis_on_demand_channels",
+            "gauge",
+            "Channels subscribed under -rs-on-demand (read, or in their grace).",
+            d.subscribed() as u64,
+        );
+    }
 }
 
 /// The label of a configured channel or pattern.
@@ -303,8 +314,13 @@ mod tests {
             max_connections: 10,
             workers: 2,
             io: "epoll",
+            demand: Some(Demand::new(Duration::from_secs(1))),
         };
+        if let Some(d) = &info.demand {
+            d.acquire(&[bytes::Bytes::from_static(b"user.1")]);
+        }
         let text = render(&stats, &info);
+        assert!(text.contains("pubsocketd_redis_on_demand_channels 1\n"));
         assert!(text.contains("pubsocketd_deliveries_total 3\n"));
         assert!(text.contains("pubsocketd_handshakes_refused_total{status=\"403\"} 1\n"));
         assert!(text.contains("pubsocketd_handshakes_refused_total{status=\"timeout\"} 1\n"));

@@ -258,6 +258,7 @@ impl Main {
                 max_connections: cfg.max_connections,
                 workers: cfg.workers,
                 io: cfg.io.name(),
+                demand: self.relay.ctx.demand.clone(),
             });
             let stats = self.relay.stats.clone();
             tokio::spawn(metrics::serve(tokio_listener(l), stats, info, log.clone()));
