@@ -23,7 +23,10 @@
 #                        2,000 msg/s each to one random user: the relay's
 #                        CPU per message should not grow with the clients),
 #                        channels-1k (1,000 channels x 10 clients, 1,000
-#                        msg/s spread over them); not for the floor
+#                        msg/s spread over them); not for the floor;
+#                        lone-1 (one client, 2,000 msg/s: what a message
+#                        that comes alone costs, the targeted scenarios'
+#                        floor; for the floor too)
 #   KINDS="floor pubsocketd"   servers, interleaved in this order; the first
 #                        is the reference of the ratios. pubsocketd-epoll and
 #                        pubsocketd-uring are pubsocketd with -io set;
@@ -109,6 +112,7 @@ scenario_args() {
         targeted-1k) echo "--mode fanout --clients 1000 --spread 1000 --channel user --rate 2000 --duration $DURATION --settle 5" ;;
         targeted-19k) echo "--mode fanout --clients 19000 --spread 19000 --channel user --rate 2000 --duration $DURATION --settle 5" ;;
         channels-1k) echo "--mode fanout --clients 10000 --spread 1000 --channel user --rate 1000 --duration $DURATION --settle 5" ;;
+        lone-1) echo "--mode fanout --clients 1 --rate 2000 --duration $DURATION --settle 5" ;;
         *) echo "run-compare: unknown scenario $1" >&2; exit 1 ;;
     esac
 }
