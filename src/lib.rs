@@ -25,6 +25,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod auth;
 pub mod channels;
 pub mod demand;
 pub mod fanout;

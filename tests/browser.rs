@@ -408,3 +408,83 @@ async fn demo_page_subscribes_with_v1() {
     client.close().await.expect("end the browser session");
     drop(driver);
 }
+
+/// A token made with PyJWT (`tests/support/mint.py`).
+fn mint_hs256(secret: &str, claims: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mint.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["sign", "HS256", secret, claims])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Under `-auth=jwt`, Chromium's WebSocket connects with the token in the
+/// subprotocol offer (beside `pubsocketd.v1`, and beside `pubsocketd.raw`)
+/// and in a cookie, and is refused without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_with_a_token() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let secret = "browser-test-secret-0123456789abcdef";
+    let relay = Relay::start(&[
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &redis.port().to_string(),
+        "-rs-channel=news",
+        "-auth=jwt",
+        &format!("-auth-jwt-secret={secret}"),
+        "-auth-cookie=jwt",
+    ]);
+    relay.wait_subscribed(1);
+    let token = mint_hs256(
+        secret,
+        r#"{"sub":"browser","exp":"+600","channels":["news"]}"#,
+    );
+    let ws_url = format!("ws://127.0.0.1:{}/", relay.port);
+    let client = driver.session().await;
+    client
+        .goto(&format!("{origin}/index.html?url={ws_url}"))
+        .await
+        .expect("load the page");
+    wait_log(&relay, "refused: 401 no token");
+    wait_view(&client, "a refusal", |v| {
+        v.state.starts_with("closed") || v.state.starts_with("reconnecting") || v.state == "error"
+    })
+    .await;
+    for (query, sent, shown) in [
+        (
+            format!("protocol=v1&token={token}"),
+            "n1",
+            r#"{"channel":"news","data":"n1"}"#,
+        ),
+        (format!("token={token}"), "n2", "\"n2\""),
+        (format!("token={token}&cookie=jwt"), "n3", "\"n3\""),
+    ] {
+        client
+            .goto(&format!("{origin}/index.html?{query}&url={ws_url}"))
+            .await
+            .expect("load the page");
+        wait_view(&client, "state open", |v| v.state == "open").await;
+        redis.publish("news", format!("\"{sent}\"").as_bytes());
+        let v = wait_view(&client, "the message", |v| !v.messages.is_empty()).await;
+        assert_eq!(v.messages[0].1, shown, "{query}");
+    }
+    assert_eq!(relay.stdout.count("[connect] OK sub=\"browser\""), 3);
+    assert!(relay
+        .stdout
+        .all()
+        .iter()
+        .all(|l| !l.contains(&token[token.len() - 20..])));
+    client.close().await.expect("end the browser session");
+    drop(driver);
+}

@@ -80,3 +80,8 @@ fn control_corpus() {
 fn client_ip_corpus() {
     replay("client_ip", pubsocketd::fuzzing::client_ip);
 }
+
+#[test]
+fn token_corpus() {
+    replay("token", pubsocketd::fuzzing::token);
+}

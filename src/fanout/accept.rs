@@ -3,10 +3,12 @@
 //! (channels, capacity), the 101, and then the client's own task, which
 //! the worker knows for as long as the client lives.
 
+use super::authorize;
 use super::conn::{self, Conn, TcpReader, TcpWriter};
 use super::context::Context;
 use super::control;
 use super::worker::Worker;
+use crate::auth::verify::Grant;
 use crate::channels::Selection;
 use crate::net::client_ip::Claimed;
 use crate::net::http;
@@ -52,7 +54,8 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 up.selection,
             )
             .with_deflate(up.deflate)
-            .with_v1(up.v1);
+            .with_v1(up.v1)
+            .with_grant(up.grant);
             let c = Rc::new(c);
             let buf = up.buf;
             let reader = TcpReader(stream.clone());
@@ -73,7 +76,8 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
             let (reader, writer) = tokio::io::split(tls);
             let c = Conn::new(None, ctx.cfg.queue_bytes, up.peer, up.selection)
                 .with_deflate(up.deflate)
-                .with_v1(up.v1);
+                .with_v1(up.v1)
+                .with_grant(up.grant);
             tokio::task::spawn_local(attach(w, Rc::new(c), reader, writer, up.buf));
         }
     }
@@ -134,6 +138,8 @@ struct Upgraded {
     deflate: bool,
     /// `pubsocketd.v1` agreed.
     v1: bool,
+    /// What its token grants (`-auth`).
+    grant: Option<Box<Grant>>,
 }
 
 /// `[client][peer address]` for log lines: the client's address when a
@@ -180,7 +186,12 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         Err(refusal) => Err(refusal),
     };
     match admitted {
-        Ok((acc, selection, deflate)) => {
+        Ok(Admitted {
+            acc,
+            selection,
+            deflate,
+            grant,
+        }) => {
             let peer = peer_label(&acc.claimed, addr, ctx);
             let ext = deflate.then_some(deflate::RESPONSE);
             let response = handshake::switching_protocols(&acc.accept, ext, acc.protocol);
@@ -191,7 +202,10 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
                 ctx.account(selection.as_deref(), deflate, v1, false);
                 return None;
             }
-            info!(ctx.log, "{peer}[connect] OK");
+            match grant.as_ref().and_then(|g| g.sub.as_ref()) {
+                Some(sub) => info!(ctx.log, "{peer}[connect] OK sub={sub:?}"),
+                None => info!(ctx.log, "{peer}[connect] OK"),
+            }
             let buf = BytesMut::from(&buf[acc.consumed..filled]);
             Some(Upgraded {
                 peer,
@@ -199,6 +213,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
                 selection,
                 deflate,
                 v1,
+                grant,
             })
         }
         Err(refusal) => {
@@ -236,7 +251,12 @@ async fn read_request<S: AsyncRead + Unpin>(
 }
 
 /// An admitted client.
-type Admitted = (handshake::Accepted, Option<Box<Selection>>, bool);
+struct Admitted {
+    acc: handshake::Accepted,
+    selection: Option<Box<Selection>>,
+    deflate: bool,
+    grant: Option<Box<Grant>>,
+}
 
 /// Under `-rs-on-demand`, waits (within the handshake's deadline) until
 /// Redis confirmed the channels the client asked for, so that whatever is
@@ -247,37 +267,47 @@ async fn confirmed(
     ctx: &Context,
     deadline: tokio::time::Instant,
 ) -> Result<Admitted, Refusal> {
-    let (acc, selection, deflate) = admitted;
-    let wanted = selection.as_ref().map_or(&[][..], |s| &s.channels[..]);
+    let a = &admitted;
+    let wanted = a.selection.as_ref().map_or(&[][..], |s| &s.channels[..]);
     let Some(demand) = ctx.demand.as_ref().filter(|_| !wanted.is_empty()) else {
-        return Ok((acc, selection, deflate));
+        return Ok(admitted);
     };
     if timeout_at(deadline, demand.confirmed(wanted)).await.is_ok() {
-        return Ok((acc, selection, deflate));
+        return Ok(admitted);
     }
     ctx.stats.closed();
-    let v1 = acc.protocol == Protocol::V1;
-    ctx.account(selection.as_deref(), deflate, v1, false);
+    let v1 = a.acc.protocol == Protocol::V1;
+    ctx.account(a.selection.as_deref(), a.deflate, v1, false);
     let why = "Redis did not confirm the subscription within -ws-handshake-timeout";
     Err(Refusal {
-        claimed: acc.claimed.clone(),
+        claimed: a.acc.claimed.clone(),
         ..Refusal::new(503, why.to_string())
     })
 }
 
-/// After a valid upgrade request: the channels it asks for must be relayed
-/// here (404 otherwise) and there must be room (503 otherwise).
+/// After a valid upgrade request: under `-auth` a valid token (401
+/// otherwise); the channels it asks for must be relayed here (404
+/// otherwise) and granted by the token (403); and there must be room (503).
 fn admit(acc: handshake::Accepted, ctx: &Context) -> Result<Admitted, Refusal> {
     let refuse = |status, why: String| Refusal {
         claimed: acc.claimed.clone(),
         ..Refusal::new(status, why)
     };
-    let selection = ctx
-        .channels
-        .get()
+    let grant = match &ctx.auth {
+        None => None,
+        Some(v) => Some(authorize::authenticate(&acc, v, ctx).map_err(|why| refuse(401, why))?),
+    };
+    let channels = ctx.channels.get();
+    let asked = channels
         .select(&acc.query, ctx.cfg.max_channels)
-        .map_err(|(status, why)| refuse(status, why))?
-        .map(Box::new);
+        .map_err(|(status, why)| refuse(status, why))?;
+    let selection = match &grant {
+        None => asked,
+        Some(g) => g
+            .restrict(&channels, asked)
+            .map_err(|why| refuse(403, why))?,
+    }
+    .map(Box::new);
     if !ctx.stats.try_open(ctx.cfg.max_connections) {
         let why = format!(
             "at capacity: -ws-max-connections is {}",
@@ -290,5 +320,10 @@ fn admit(acc: handshake::Accepted, ctx: &Context) -> Result<Admitted, Refusal> {
     let deflate = ctx.cfg.deflate.is_some() && acc.deflate_offered;
     let v1 = acc.protocol == Protocol::V1;
     ctx.account(selection.as_deref(), deflate, v1, true);
-    Ok((acc, selection, deflate))
+    Ok(Admitted {
+        acc,
+        selection,
+        deflate,
+        grant: grant.map(Box::new),
+    })
 }

@@ -11,6 +11,7 @@
 //! Everything here lives on one worker thread (`Rc`, `Cell`, `RefCell`):
 //! no lock and no atomic is taken per delivered message.
 
+use crate::auth::verify::Grant;
 use crate::channels::Selection;
 use crate::ws::decode::{Decoder, Event, Violation};
 use crate::ws::frame;
@@ -172,6 +173,8 @@ pub struct Conn {
     deflate: bool,
     /// The client speaks `pubsocketd.v1`: envelopes and control messages.
     v1: bool,
+    /// What its token grants, under `-auth` (a refresh replaces it).
+    grant: RefCell<Option<Box<Grant>>>,
 }
 
 impl Conn {
@@ -194,6 +197,7 @@ impl Conn {
             selection: RefCell::new(selection),
             deflate: false,
             v1: false,
+            grant: RefCell::new(None),
         }
     }
 
@@ -216,6 +220,21 @@ impl Conn {
 
     pub fn v1(&self) -> bool {
         self.v1
+    }
+
+    pub fn with_grant(self, grant: Option<Box<Grant>>) -> Conn {
+        *self.grant.borrow_mut() = grant;
+        self
+    }
+
+    /// What the client's token grants; `None` without `-auth`.
+    pub fn grant(&self) -> std::cell::Ref<'_, Option<Box<Grant>>> {
+        self.grant.borrow()
+    }
+
+    /// A refreshed token's grant.
+    pub(crate) fn set_grant(&self, grant: Box<Grant>) {
+        *self.grant.borrow_mut() = Some(grant);
     }
 
     /// The channels this client chose; `None` when it takes them all.

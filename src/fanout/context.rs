@@ -3,6 +3,7 @@
 //! and out of the per-channel gauges and the on-demand subscriptions (at
 //! the upgrade, at a change of choice and at the close).
 
+use crate::auth::verify::Verifier;
 use crate::channels::{Live, Selection};
 use crate::demand::Demand;
 use crate::ops::config::Config;
@@ -22,6 +23,8 @@ pub struct Context {
     /// `-rs-on-demand`: the channels read under a pattern, subscribed
     /// while read.
     pub demand: Option<Arc<Demand>>,
+    /// `-auth=jwt`: checks each client's token.
+    pub auth: Option<Arc<Verifier>>,
 }
 
 impl Context {

@@ -19,6 +19,7 @@ pub(crate) async fn apply(w: &Worker, c: &Conn, text: &[u8]) -> Result<(), Viola
     let answer = match control::parse(text)? {
         Control::Subscribe(names) => subscribe(w, c, &names).await,
         Control::Unsubscribe(names) => unsubscribe(w, c, &names),
+        Control::Token(token) => refresh(w, c, &token)?,
     };
     c.send_control(&frame::encode(frame::OP_TEXT, &answer));
     Ok(())
@@ -40,6 +41,21 @@ async fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
     }
     if let Some(why) = why {
         return control::refused(why.reason(), &refused);
+    }
+    if let Some(grant) = c.grant().as_deref() {
+        let whole = |n: &String| {
+            channels
+                .id_of(n.as_bytes())
+                .is_some_and(|id| channels.keys()[id as usize].pattern)
+        };
+        let denied: Vec<String> = names
+            .iter()
+            .filter(|n| !grant.covers(n.as_bytes(), whole(n)))
+            .cloned()
+            .collect();
+        if !denied.is_empty() {
+            return control::refused("not granted by the token", &denied);
+        }
     }
     if current.is_none() && chosen.is_empty() {
         // It reads all of these already.
@@ -70,6 +86,35 @@ async fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
     w.reselect(c, Some(Box::new(sel)));
     control::done("subscribed", names)
 }
+
+/// `{"token":…}`: a new token for the connection. An invalid one is an
+/// error reply (the old one still holds until it expires); a valid one
+/// that no longer covers what the client reads closes it with 4403.
+fn refresh(w: &Worker, c: &Conn, token: &str) -> Result<Vec<u8>, Violation> {
+    let Some(verifier) = &w.ctx.auth else {
+        return Ok(control::refused("no -auth here: nothing to refresh", &[]));
+    };
+    let grant = match verifier.verify(token) {
+        Ok(g) => g,
+        Err(why) => return Ok(control::refused(&format!("invalid token: {why}"), &[])),
+    };
+    let channels = w.ctx.channels.get();
+    if grant
+        .covers_all(&channels, c.selection().as_deref())
+        .is_err()
+    {
+        return Err(NOT_COVERED);
+    }
+    let answer = control::refreshed(grant.exp);
+    c.set_grant(Box::new(grant));
+    Ok(answer)
+}
+
+/// A refreshed token that no longer covers a channel the client reads.
+const NOT_COVERED: Violation = Violation {
+    code: 4403,
+    reason: "the new token does not cover every channel read",
+};
 
 fn unsubscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
     let channels = &w.ctx.channels.get();

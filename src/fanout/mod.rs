@@ -3,6 +3,7 @@
 //! to every client that wants it.
 
 pub(crate) mod accept;
+pub(crate) mod authorize;
 pub mod conn;
 pub(crate) mod context;
 pub(crate) mod control;

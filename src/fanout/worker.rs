@@ -8,6 +8,7 @@
 //! connection. Everything here runs on the worker's own thread: `Rc` and
 //! `Cell`, no lock.
 
+use super::authorize;
 use super::conn::{Conn, Delivery, State, MAX_IOV};
 use super::context::Context;
 use super::hub::Message;
@@ -74,6 +75,7 @@ struct Prebuilt {
     going_away: Bytes,
     slow: Bytes,
     removed: Bytes,
+    expired: Bytes,
 }
 
 /// The worker's state, shared by its loop and its connection tasks.
@@ -126,6 +128,7 @@ impl Worker {
                 going_away: frame::close(1001, "server shutting down"),
                 slow: frame::close(1008, "slow consumer: too many bytes waiting"),
                 removed: frame::close(1008, "every channel it read was removed"),
+                expired: frame::close(4401, "token expired"),
             },
             next_ping: Cell::new(next_ping),
             ring: RefCell::new(ring),
@@ -270,6 +273,7 @@ impl Worker {
             self.next_ping.set(now + p);
         }
         let mut queued = 0;
+        self.close_expired();
         let index = self.index.borrow();
         let mut ring = self.ring.borrow_mut();
         let mut sends = self.sends.borrow_mut();
@@ -306,6 +310,34 @@ impl Worker {
                 |token, result| {
                     index.by_place(token).delivered(&[ping], result, ping.len());
                 },
+            );
+        }
+    }
+
+    /// Under `-auth`: closes with 4401 the clients whose token expired
+    /// (its `exp` plus the leeway) without a refresh. Runs on the tick, so
+    /// a close comes at most a tick late.
+    fn close_expired(&self) {
+        let Some(auth) = &self.ctx.cfg.auth else {
+            return;
+        };
+        let now = authorize::unix_now();
+        let leeway = auth.rules.leeway;
+        let mut closed = 0;
+        for c in self.index.borrow().all() {
+            let gone = c
+                .grant()
+                .as_deref()
+                .is_some_and(|g| authorize::expired(g, leeway, now));
+            if gone && c.state() == State::Open {
+                c.close(&self.frames.expired);
+                closed += 1;
+            }
+        }
+        if closed > 0 {
+            info!(
+                self.ctx.log,
+                "[auth] worker {}: closed {closed} clients whose token expired (4401)", self.id
             );
         }
     }

@@ -1,6 +1,7 @@
 //! Fuzz property of the `pubsocketd.v1` control-message parser: any bytes
 //! are a control message or a close code; 1007 exactly when the text is
-//! not JSON; an accepted message, written back as JSON, reads the same.
+//! not JSON; an accepted message (a subscribe, an unsubscribe or a token),
+//! written back as JSON, reads the same.
 
 use crate::ws::control::{self, Control};
 
@@ -12,13 +13,22 @@ pub fn control(data: &[u8]) {
             assert!(matches!(v.code, 1007 | 1008), "{v:?}");
         }
         Ok(c) => {
-            let (kind, names) = match &c {
-                Control::Subscribe(n) => ("subscribe", n),
-                Control::Unsubscribe(n) => ("unsubscribe", n),
+            let again = match &c {
+                Control::Token(t) => {
+                    assert!(!t.is_empty());
+                    serde_json::json!({ "token": t })
+                }
+                Control::Subscribe(names) | Control::Unsubscribe(names) => {
+                    let kind = match c {
+                        Control::Subscribe(_) => "subscribe",
+                        _ => "unsubscribe",
+                    };
+                    assert!(names.len() <= control::MAX_NAMES);
+                    assert!(names.iter().all(|n| !n.is_empty()));
+                    serde_json::json!({ kind: names })
+                }
             };
-            assert!(names.len() <= control::MAX_NAMES);
-            assert!(names.iter().all(|n| !n.is_empty()));
-            let again = serde_json::to_vec(&serde_json::json!({ kind: names })).unwrap();
+            let again = serde_json::to_vec(&again).unwrap();
             assert_eq!(control::parse(&again).as_ref(), Ok(&c));
         }
     }

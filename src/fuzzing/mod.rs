@@ -16,6 +16,7 @@
 //! | [`control`] | [`crate::ws::control::parse`], the `pubsocketd.v1` control messages |
 //! | [`origin`] | [`crate::ws::origin::Origin`] and `OriginPolicy::check` |
 //! | [`client_ip`] | [`crate::net::client_ip::Claimed`]: `X-Real-IP` and `X-Forwarded-For` |
+//! | [`token`] | [`crate::auth::token::Presented::find`] and the channels check of [`crate::auth::verify::Grant`] |
 //! | [`flags`] | [`crate::ops::flags::normalize`] with the relay's flags |
 
 mod client_frames;
@@ -29,6 +30,7 @@ mod resp;
 mod resp_request;
 mod rs_url;
 mod split;
+mod token;
 
 pub use client_frames::{client_frames, WS_MAX_MESSAGE};
 pub use client_ip::client_ip;
@@ -40,3 +42,4 @@ pub use origin::origin;
 pub use resp::{resp, RESP_MAX_PAYLOAD};
 pub use resp_request::resp_request;
 pub use rs_url::rs_url;
+pub use token::token;

@@ -2,6 +2,8 @@
 //! plus the knobs the rewrite adds. Parsing goes through
 //! [`crate::ops::flags::normalize`] so every Go spelling keeps working.
 
+use crate::auth::keys::Source;
+use crate::auth::verify::Rules;
 use crate::channels::Channels;
 use crate::net::client_ip::{TrustedProxies, DEFAULT_TRUSTED};
 use crate::ops::secret::Secret;
@@ -32,6 +34,15 @@ pub const VALUE_FLAGS: &[&str] = &[
     "ws-max-message",
     "ws-max-channels",
     "ws-trusted-proxies",
+    "auth",
+    "auth-jwt-secret",
+    "auth-jwt-key",
+    "auth-jwks",
+    "auth-leeway",
+    "auth-issuer",
+    "auth-audience",
+    "auth-cookie",
+    "auth-channels-claim",
     "rs-max-payload",
     "rs-keepalive",
     "rs-on-demand-grace",
@@ -63,6 +74,7 @@ pub const SWITCH_FLAGS: &[&str] = &[
     "ws-envelope",
     "rs-cluster",
     "rs-on-demand",
+    "auth-jwt-no-exp",
 ];
 
 /// Boolean flags that are on unless turned off (`-ws-deflate=false`).
@@ -72,6 +84,8 @@ pub const ON_BY_DEFAULT_FLAGS: &[&str] = &["ws-deflate"];
 pub const RS_PASSWORD_ENV: &str = "PUBSOCKETD_RS_PASSWORD";
 /// Environment variable read for `-publish-token` when the flag is absent.
 pub const PUBLISH_TOKEN_ENV: &str = "PUBSOCKETD_PUBLISH_TOKEN";
+/// Environment variable read for `-auth-jwt-secret` when the flag is absent.
+pub const AUTH_SECRET_ENV: &str = "PUBSOCKETD_AUTH_JWT_SECRET";
 
 /// pubsocketd: relay a Redis Pub/Sub channel to WebSocket clients.
 ///
@@ -133,6 +147,41 @@ pub struct Args {
     /// 127.0.0.0/8,::1: a proxy on the same host)
     #[argh(option, default = "String::from(DEFAULT_TRUSTED)")]
     pub ws_trusted_proxies: String,
+    /// jwt: every client needs a signed token naming the channels it may
+    /// read (default none: anyone from an allowed origin reads everything)
+    #[argh(option, default = "String::new()")]
+    pub auth: String,
+    /// HS256/384/512 secret of -auth=jwt; better given in
+    /// $PUBSOCKETD_AUTH_JWT_SECRET (default none)
+    #[argh(option)]
+    pub auth_jwt_secret: Option<String>,
+    /// PEM public key of -auth=jwt: RSA (RS*, PS*), EC (ES256, ES384) or
+    /// Ed25519 (EdDSA) (default none)
+    #[argh(option)]
+    pub auth_jwt_key: Option<PathBuf>,
+    /// JWK set file of -auth=jwt, keys chosen by the token's kid; SIGHUP
+    /// reads it again (default none)
+    #[argh(option)]
+    pub auth_jwks: Option<String>,
+    /// accept tokens without exp (default false: exp is required)
+    #[argh(switch)]
+    pub auth_jwt_no_exp: bool,
+    /// clock skew allowed on exp and nbf (default 30s)
+    #[argh(option, default = "Duration::from_secs(30)", from_str_fn(duration))]
+    pub auth_leeway: Duration,
+    /// required iss of tokens (default none: not checked)
+    #[argh(option)]
+    pub auth_issuer: Option<String>,
+    /// required aud of tokens (default none: not checked)
+    #[argh(option)]
+    pub auth_audience: Option<String>,
+    /// cookie that may carry the token (default none)
+    #[argh(option)]
+    pub auth_cookie: Option<String>,
+    /// claim listing the channels and patterns a token grants (default
+    /// channels)
+    #[argh(option, default = "String::from(\"channels\")")]
+    pub auth_channels_claim: String,
     /// relay only payloads that are valid JSON, dropping others with a log
     /// line, as the original did (default false)
     #[argh(switch)]
@@ -283,6 +332,8 @@ pub struct Config {
     pub max_channels: usize,
     /// `-ws-trusted-proxies`.
     pub trusted_proxies: TrustedProxies,
+    /// `-auth=jwt`: where the keys are, the rules, the cookie.
+    pub auth: Option<Auth>,
     pub json_only: bool,
     pub redis: RedisSettings,
     pub channels: Channels,
@@ -341,6 +392,7 @@ impl Config {
         let publish_token = secret(&a.publish_token, PUBLISH_TOKEN_ENV);
         let publish = publish_endpoint(a.publish_addr, &publish_token)?;
         let embedded_broker = embedded_broker(&a)?;
+        let auth = auth(&a)?;
         if embedded_broker.is_some() && redis.cluster {
             return Err("-broker=embedded and -rs-cluster exclude each other".into());
         }
@@ -374,6 +426,7 @@ impl Config {
             max_message: a.ws_max_message,
             max_channels: a.ws_max_channels,
             trusted_proxies: TrustedProxies::parse(&a.ws_trusted_proxies)?,
+            auth,
             json_only: a.ws_json_only,
             redis,
             channels,
@@ -537,7 +590,7 @@ impl Config {
                 .map_or("none".into(), |p| p.display().to_string())
         };
         format!(
-            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-trusted-proxies={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-on-demand={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
+            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-trusted-proxies={} auth={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-on-demand={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
             self.listen,
             self.route,
             opt(self.heartbeat),
@@ -548,6 +601,7 @@ impl Config {
             self.max_message,
             self.max_channels,
             self.trusted_proxies.describe(),
+            self.auth.as_ref().map_or("off".into(), |a| format!("jwt ({:?}, leeway {}s{})", a.keys, a.rules.leeway, a.cookie.as_ref().map_or(String::new(), |c| format!(", cookie {c}")))),
             self.max_connections,
             self.json_only,
             self.envelope,
@@ -641,6 +695,64 @@ pub fn userinfo_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// `-auth=jwt` as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    pub keys: Source,
+    pub rules: Rules,
+    /// `-auth-cookie`.
+    pub cookie: Option<String>,
+}
+
+/// `-auth` and its companions; without `-auth`, none of them may be set.
+fn auth(a: &Args) -> Result<Option<Auth>, String> {
+    let secret = a
+        .auth_jwt_secret
+        .clone()
+        .or_else(|| std::env::var(AUTH_SECRET_ENV).ok())
+        .filter(|s| !s.is_empty());
+    let mut sources = Vec::new();
+    if let Some(s) = secret {
+        sources.push(Source::Secret(s));
+    }
+    if let Some(p) = &a.auth_jwt_key {
+        sources.push(Source::Pem(p.clone()));
+    }
+    if let Some(j) = &a.auth_jwks {
+        if j.starts_with("http://") || j.starts_with("https://") {
+            return Err("-auth-jwks takes a file here, not a URL".into());
+        }
+        sources.push(Source::Jwks(PathBuf::from(j)));
+    }
+    match a.auth.as_str() {
+        "" if a.auth_jwt_key.is_some() || a.auth_jwks.is_some() || a.auth_jwt_secret.is_some() => {
+            Err("-auth-jwt-secret, -auth-jwt-key and -auth-jwks need -auth=jwt".into())
+        }
+        "" => Ok(None),
+        "jwt" => {
+            let keys = match (sources.pop(), sources.is_empty()) {
+                (Some(k), true) => k,
+                (None, _) => return Err(format!("-auth=jwt needs one of -auth-jwt-secret (or ${AUTH_SECRET_ENV}), -auth-jwt-key, -auth-jwks")),
+                (Some(_), false) => return Err("-auth=jwt takes one of -auth-jwt-secret, -auth-jwt-key, -auth-jwks".into()),
+            };
+            let rules = Rules {
+                leeway: a.auth_leeway.as_secs(),
+                require_exp: !a.auth_jwt_no_exp,
+                issuer: a.auth_issuer.clone(),
+                audience: a.auth_audience.clone(),
+                channels_claim: a.auth_channels_claim.clone(),
+            };
+            let cookie = a.auth_cookie.clone().filter(|c| !c.is_empty());
+            Ok(Some(Auth {
+                keys,
+                rules,
+                cookie,
+            }))
+        }
+        other => Err(format!("invalid -auth {other:?} (jwt)")),
+    }
 }
 
 /// A flag's secret, else the environment variable's.

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 pub const MAX_LISTED: usize = 10_000;
 
 /// Handshake refusals by HTTP status; `0` stands for the deadline.
-pub const REFUSAL_STATUSES: [u16; 8] = [400, 403, 404, 405, 426, 431, 503, 0];
+pub const REFUSAL_STATUSES: [u16; 9] = [400, 401, 403, 404, 405, 426, 431, 503, 0];
 
 #[derive(Debug)]
 pub struct Stats {

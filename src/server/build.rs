@@ -3,6 +3,7 @@
 //! shared context, the Redis subscriber (or cluster supervisor), and where
 //! `POST /publish` sends its messages.
 
+use crate::auth::verify::Verifier;
 use crate::channels::{Live, MAX_IDS};
 use crate::demand::Demand;
 use crate::fanout::context::Context;
@@ -73,6 +74,10 @@ pub fn build(
         .channels
         .on_demand()
         .then(|| Demand::new(cfg.on_demand_grace));
+    let auth = match &cfg.auth {
+        None => None,
+        Some(a) => Some(Arc::new(Verifier::new(a.keys.clone(), a.rules.clone())?)),
+    };
     let ctx = Arc::new(Context {
         channels: channels.clone(),
         cfg: cfg.clone(),
@@ -80,6 +85,7 @@ pub fn build(
         tls,
         stats: stats.clone(),
         demand: demand.clone(),
+        auth,
     });
     let (fatal_tx, fatal) = oneshot::channel();
     // Redis is configured (and its TLS files read) only when it is used.

@@ -186,6 +186,7 @@ impl Main {
                             Err(e) => warn!(self.log, "[log] SIGHUP: {e}; still writing the old file"),
                         }
                         self.reload_channels();
+                        self.reload_keys();
                     }
                     name => return name,
                 },
@@ -230,6 +231,18 @@ impl Main {
                     "[channels] SIGHUP: {file}: {added} added, {removed} removed; {now} channels and patterns relayed"
                 );
             }
+        }
+    }
+
+    /// SIGHUP with `-auth-jwks`: reads the JWK set again (a new `kid`
+    /// after a key rotation); one that cannot be used changes nothing.
+    fn reload_keys(&self) {
+        let Some(reloaded) = self.relay.ctx.auth.as_ref().and_then(|v| v.reload()) else {
+            return;
+        };
+        match reloaded {
+            Ok(n) => info!(self.log, "[auth] SIGHUP: the JWK set holds {n} keys now"),
+            Err(e) => warn!(self.log, "[auth] SIGHUP: {e}; the keys stay as they were"),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The control messages of the `pubsocketd.v1` subprotocol: what a client
 //! may send (JSON text) and the relay's answers.
 //!
-//! `{"subscribe":["a","b"]}` and `{"unsubscribe":["a"]}` are understood.
+//! `{"subscribe":["a","b"]}`, `{"unsubscribe":["a"]}` and, under `-auth`,
+//! `{"token":"<JWT>"}` (a refresh) are understood.
 //! Text that is not JSON closes the connection with 1007; JSON of any other
 //! shape (another key, a value that is not a list of strings) with 1008.
 
@@ -13,6 +14,8 @@ use serde_json::Value;
 pub enum Control {
     Subscribe(Vec<String>),
     Unsubscribe(Vec<String>),
+    /// A new token, to replace the one the client connected with.
+    Token(String),
 }
 
 /// Most channels named in one control message.
@@ -33,10 +36,12 @@ pub fn parse(text: &[u8]) -> Result<Control, Violation> {
     let (Some((key, list)), None) = (fields.next(), fields.next()) else {
         return Err(shape("a control message has exactly one field"));
     };
-    let names = names(list).ok_or(shape("channels are a list of strings"))?;
-    match key.as_str() {
-        "subscribe" => Ok(Control::Subscribe(names)),
-        "unsubscribe" => Ok(Control::Unsubscribe(names)),
+    let names = |list| names(list).ok_or(shape("channels are a list of strings"));
+    match (key.as_str(), list) {
+        ("subscribe", list) => Ok(Control::Subscribe(names(list)?)),
+        ("unsubscribe", list) => Ok(Control::Unsubscribe(names(list)?)),
+        ("token", Value::String(t)) if !t.is_empty() => Ok(Control::Token(t)),
+        ("token", _) => Err(shape("a token is a non-empty string")),
         _ => Err(shape("unknown control message")),
     }
 }
@@ -61,6 +66,11 @@ fn names(list: Value) -> Option<Vec<String>> {
 /// `{"subscribed":[…]}` or `{"unsubscribed":[…]}`.
 pub fn done(kind: &str, names: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ kind: names })).unwrap_or_default()
+}
+
+/// `{"refreshed":<exp>}` (`null` for a token without `exp`).
+pub fn refreshed(exp: Option<u64>) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "refreshed": exp })).unwrap_or_default()
 }
 
 /// `{"error":"…","channels":[…]}`: a request refused, nothing changed.
@@ -92,9 +102,15 @@ mod tests {
             (br#"{"subscribe":[1]}"#, 1008),
             (br#"{"subscribe":[""]}"#, 1008),
             (br#"{"publish":["a"]}"#, 1008),
+            (br#"{"token":""}"#, 1008),
+            (br#"{"token":["a"]}"#, 1008),
         ] {
             assert_eq!(parse(bad).unwrap_err().code, code, "{bad:?}");
         }
+        assert_eq!(
+            parse(br#"{"token":"a.b.c"}"#),
+            Ok(Control::Token("a.b.c".into()))
+        );
         let many = format!("{{\"subscribe\":{:?}}}", vec!["x"; MAX_NAMES + 1]);
         assert_eq!(parse(many.as_bytes()).unwrap_err().code, 1008);
     }

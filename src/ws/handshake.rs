@@ -5,6 +5,7 @@
 //! be wrong gets its own precise status code instead of a generic 400.
 
 use super::origin::{OriginPolicy, OriginRefusal};
+use crate::auth::token::Presented;
 use crate::net::client_ip::Claimed;
 use crate::net::http::Response;
 use base64::Engine;
@@ -28,6 +29,8 @@ pub struct Accepted {
     /// What `X-Real-IP` and `X-Forwarded-For` say, believed only from a
     /// trusted proxy (see [`Claimed::resolve`]).
     pub claimed: Claimed,
+    /// Where a token may be (`-auth`); never printed.
+    pub presented: Presented,
     /// The query string of the request target, without `?` (empty if none).
     pub query: String,
     /// The client offered permessage-deflate with parameters the relay can
@@ -112,6 +115,7 @@ impl Refusal {
                 .header("Connection", "Upgrade")
                 .header("Sec-WebSocket-Version", "13"),
             405 => r.header("Allow", "GET"),
+            401 => r.header("WWW-Authenticate", "Bearer error=\"invalid_token\""),
             _ => r,
         };
         r.to_bytes()
@@ -162,8 +166,10 @@ pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<A
     }
     let heads = Heads(req.headers);
     let mut claimed = Claimed::default();
+    let mut presented = Presented::default();
     for h in heads.0.iter() {
         claimed.add(h.name, h.value);
+        presented.add(h.name, h.value);
     }
     let deflate_offered = heads
         .0
@@ -183,6 +189,7 @@ pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<A
                 accept,
                 consumed,
                 claimed: claimed.clone(),
+                presented,
                 query,
                 deflate_offered,
                 protocol,
