@@ -26,7 +26,9 @@
 #                        msg/s spread over them); not for the floor;
 #                        lone-1 (one client, 2,000 msg/s: what a message
 #                        that comes alone costs, the targeted scenarios'
-#                        floor; for the floor too)
+#                        floor; for the floor too);
+#                        connect-10k (10,000 upgrades: the relay's CPU per
+#                        handshake)
 #   KINDS="floor pubsocketd"   servers, interleaved in this order; the first
 #                        is the reference of the ratios. pubsocketd-epoll and
 #                        pubsocketd-uring are pubsocketd with -io set;
@@ -34,6 +36,10 @@
 #                        commit's) at BASELINE_BIN, run with the same flags,
 #                        for before/after figures from one interleaved run
 #   BASELINE_BIN=path    the pubsocketd binary of the baseline kind
+#                        auth-hs256 and auth-es256 are pubsocketd under
+#                        -auth=jwt (a secret, an EC P-256 key), every client
+#                        with a token in its URL (needs python3 with PyJWT
+#                        and cryptography, as the tests do)
 #   OUT_DIR=target/loadtest-compare-<time>      where results and logs go
 #   SERVER_CORE=0 LOAD_CORE=1                   cores for the relay / Redis + load
 #   NO_BUILD=1           skip `cargo build --release`
@@ -97,6 +103,28 @@ REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 wait_listen "$RP" "$REDIS_PID" || { echo "run-compare: redis-server did not start" >&2; exit 1; }
 
+# The auth-* kinds: pubsocketd under -auth=jwt, every client with a token
+# (made with tests/support/mint.py: PyJWT) granting every channel.
+AUTH_SECRET="loadtest-secret-$(date +%s%N)"
+KEYS="$OUT_DIR/keys"
+case " $KINDS " in
+    *" auth-"*)
+        mkdir -p "$KEYS"
+        python3 "$ROOT/tests/support/mint.py" keys "$KEYS"
+        CLAIMS='{"sub":"load","exp":"+86400","channels":["*"]}'
+        HS_TOKEN="$(python3 "$ROOT/tests/support/mint.py" sign HS256 "$AUTH_SECRET" "$CLAIMS")"
+        ES_TOKEN="$(python3 "$ROOT/tests/support/mint.py" sign ES256 "$KEYS/ec256.key" "$CLAIMS")"
+        ;;
+esac
+
+# kind -> the query string of the clients' URL (their token)
+kind_query() {
+    case "$1" in
+        auth-hs256) echo "?token=$HS_TOKEN" ;;
+        auth-es256) echo "?token=$ES_TOKEN" ;;
+    esac
+}
+
 # scenario -> load generator arguments
 scenario_args() {
     case "$1" in
@@ -112,6 +140,7 @@ scenario_args() {
         targeted-1k) echo "--mode fanout --clients 1000 --spread 1000 --channel user --rate 2000 --duration $DURATION --settle 5" ;;
         targeted-19k) echo "--mode fanout --clients 19000 --spread 19000 --channel user --rate 2000 --duration $DURATION --settle 5" ;;
         channels-1k) echo "--mode fanout --clients 10000 --spread 1000 --channel user --rate 1000 --duration $DURATION --settle 5" ;;
+        connect-10k) echo "--mode idle --clients 10000 --duration 2" ;;
         lone-1) echo "--mode fanout --clients 1 --rate 2000 --duration $DURATION --settle 5" ;;
         *) echo "run-compare: unknown scenario $1" >&2; exit 1 ;;
     esac
@@ -144,11 +173,13 @@ start_server() { # kind, port, log, scenario -> sets SERVER_PID
             taskset -c "$SERVER_CORE" "$BIN/floor" --listen "127.0.0.1:$port" --redis "127.0.0.1:$RP" \
                 > "$log" 2>&1 &
             ;;
-        pubsocketd | pubsocketd-* | baseline)
+        pubsocketd | pubsocketd-* | baseline | auth-*)
             local io=() bin="$BIN/pubsocketd"
             case "$kind" in
                 pubsocketd-*) io=(-io "${kind#pubsocketd-}") ;;
                 baseline) bin="${BASELINE_BIN:?baseline needs BASELINE_BIN}" ;;
+                auth-hs256) io=(-auth jwt -auth-jwt-secret "$AUTH_SECRET") ;;
+                auth-es256) io=(-auth jwt -auth-jwt-key "$KEYS/ec256.pub") ;;
             esac
             taskset -c "$SERVER_CORE" "$bin" -ws-insecure -ws-host 127.0.0.1 -ws-port "$port" \
                 -rs-port "$RP" -rs-channel "$channels" -workers 1 -ws-ping-interval "$pings" -log-level warn "${io[@]}" > "$log" 2>&1 &
@@ -174,7 +205,7 @@ for scenario in $SCENARIOS; do
             # generator waits for it (PUBSUB NUMSUB) up to 5 s.
             # shellcheck disable=SC2086
             taskset -c "$LOAD_CORE" "${nice_cmd[@]}" "$BIN/pubsocketd-loadtest" $args \
-                --url "ws://127.0.0.1:$port/" --redis "127.0.0.1:$RP" \
+                --url "ws://127.0.0.1:$port/$(kind_query "$kind")" --redis "127.0.0.1:$RP" \
                 --server-pid "$SERVER_PID" --label "$scenario/$kind" --json \
                 --svg "$OUT_DIR/$tag.svg" \
                 > "$OUT_DIR/$tag.out" 2> "$OUT_DIR/$tag.progress" || true

@@ -123,6 +123,10 @@ impl<'a> Coordinator<'a> {
         self.a.server_pid.and_then(|p| procfs::rss_kib(p).ok())
     }
 
+    fn server_cpu_ns(&self) -> Option<u64> {
+        self.a.server_pid.and_then(|p| procfs::cpu_ns(p).ok())
+    }
+
     /// Waits for every upgrade to succeed or fail (or the connect
     /// timeout), so that the measurement starts with a fixed set of
     /// clients. The threads are joined only at the end: they hold the
@@ -133,6 +137,7 @@ impl<'a> Coordinator<'a> {
     ) -> Result<(ConnectReport, Vec<JoinHandle<()>>), String> {
         let a = self.a;
         let rss_before = self.server_rss();
+        let cpu_before = self.server_cpu_ns();
         let net0 = NetCounters::read();
         let start = Instant::now();
         let threads = client::spawn(
@@ -152,9 +157,13 @@ impl<'a> Coordinator<'a> {
             })
             .await;
         let secs = start.elapsed().as_secs_f64();
+        let cpu_ns = cpu_before
+            .zip(self.server_cpu_ns())
+            .map(|(b, a)| a.saturating_sub(b));
         // Let the relay finish what it does after the 101 before reading RSS.
         sleep(Duration::from_millis(300)).await;
-        let connect = self.connect_report(secs, rss_before, &net0);
+        let mut connect = self.connect_report(secs, rss_before, &net0);
+        connect.server_cpu_ns = cpu_ns;
         self.note_connect(&connect);
         Ok((connect, threads))
     }
@@ -184,6 +193,7 @@ impl<'a> Coordinator<'a> {
             rss_before_kib: rss_before,
             rss_after_kib: self.server_rss(),
             net: NetCounters::read().since(net0),
+            server_cpu_ns: None,
         }
     }
 

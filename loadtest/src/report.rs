@@ -28,6 +28,8 @@ pub(crate) struct ConnectReport {
     pub(crate) rss_before_kib: Option<u64>,
     pub(crate) rss_after_kib: Option<u64>,
     pub(crate) net: procfs::NetCounters,
+    /// The relay's CPU time while the clients connected.
+    pub(crate) server_cpu_ns: Option<u64>,
 }
 
 impl ConnectReport {
@@ -42,8 +44,15 @@ impl ConnectReport {
         (self.ok > 0).then(|| (a as f64 - b as f64) * 1024.0 / self.ok as f64)
     }
 
+    /// The relay's CPU per upgrade, in microseconds.
+    pub(crate) fn server_cpu_us_per_handshake(&self) -> Option<f64> {
+        let ns = self.server_cpu_ns?;
+        (self.ok > 0).then(|| ns as f64 / 1000.0 / self.ok as f64)
+    }
+
     fn json(&self) -> Value {
         json!({
+            "server_cpu_us_per_handshake": self.server_cpu_us_per_handshake(),
             "requested": self.requested,
             "ok": self.ok,
             "failed": self.failed,

@@ -25,6 +25,10 @@ const FIGURES: &[(&str, &str)] = &[
         "/connect/server_rss_per_conn_bytes",
     ),
     ("connect rate /s", "/connect/rate_per_sec"),
+    (
+        "relay CPU µs per handshake",
+        "/connect/server_cpu_us_per_handshake",
+    ),
     ("frame bytes read, all clients", "/wire_bytes"),
     (
         "messages that came compressed",

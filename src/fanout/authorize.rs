@@ -18,14 +18,6 @@ pub(crate) fn authenticate(acc: &Accepted, v: &Verifier, ctx: &Context) -> Resul
         .map_err(|why| format!("invalid token: {why}"))
 }
 
-/// Whether `grant` has expired, `leeway` seconds allowed, at `now` (Unix
-/// seconds).
-pub(crate) fn expired(grant: &Grant, leeway: u64, now: u64) -> bool {
-    grant
-        .exp
-        .is_some_and(|exp| now > exp.saturating_add(leeway))
-}
-
 /// Unix seconds now.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()

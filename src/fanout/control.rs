@@ -106,6 +106,7 @@ fn refresh(w: &Worker, c: &Conn, token: &str) -> Result<Vec<u8>, Violation> {
         return Err(NOT_COVERED);
     }
     let answer = control::refreshed(grant.exp);
+    w.note_expiry(grant.exp);
     c.set_grant(Box::new(grant));
     Ok(answer)
 }

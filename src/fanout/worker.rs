@@ -86,6 +86,10 @@ pub(crate) struct Worker {
     index: RefCell<Index>,
     frames: Prebuilt,
     next_ping: Cell<Instant>,
+    /// Under `-auth`: the earliest `exp` of the worker's clients (Unix
+    /// seconds; `u64::MAX` for none), so that the tick scans for expired
+    /// tokens only when one may have expired.
+    next_expiry: Cell<u64>,
     /// The send ring under `-io=uring`; `None` under epoll.
     ring: RefCell<Option<uring::Ring>>,
     /// The sends of the batch being made (kept: its capacity is reused).
@@ -131,6 +135,7 @@ impl Worker {
                 expired: frame::close(4401, "token expired"),
             },
             next_ping: Cell::new(next_ping),
+            next_expiry: Cell::new(u64::MAX),
             ring: RefCell::new(ring),
             sends: RefCell::new(Vec::new()),
             id,
@@ -323,17 +328,22 @@ impl Worker {
         };
         let now = authorize::unix_now();
         let leeway = auth.rules.leeway;
-        let mut closed = 0;
+        if now <= self.next_expiry.get().saturating_add(leeway) {
+            return;
+        }
+        let (mut closed, mut next) = (0, u64::MAX);
         for c in self.index.borrow().all() {
-            let gone = c
-                .grant()
-                .as_deref()
-                .is_some_and(|g| authorize::expired(g, leeway, now));
-            if gone && c.state() == State::Open {
+            let Some(exp) = c.grant().as_deref().and_then(|g| g.exp) else {
+                continue;
+            };
+            if now <= exp.saturating_add(leeway) {
+                next = next.min(exp);
+            } else if c.state() == State::Open {
                 c.close(&self.frames.expired);
                 closed += 1;
             }
         }
+        self.next_expiry.set(next);
         if closed > 0 {
             info!(
                 self.ctx.log,
@@ -342,7 +352,16 @@ impl Worker {
         }
     }
 
+    /// Takes note of a client's token expiry (at the upgrade, or a
+    /// refresh), for the tick's check.
+    pub(crate) fn note_expiry(&self, exp: Option<u64>) {
+        if let Some(exp) = exp {
+            self.next_expiry.set(self.next_expiry.get().min(exp));
+        }
+    }
+
     pub(crate) fn add(&self, c: Rc<Conn>) {
+        self.note_expiry(c.grant().as_deref().and_then(|g| g.exp));
         self.index.borrow_mut().add(c);
     }
 
