@@ -1040,6 +1040,9 @@ mod tests {
                 "ws-port" | "rs-port" | "workers" | "ws-max-connections" | "broker-port"
                 | "ws-max-channels" => "1",
                 "ws-trusted-proxies" => "10.0.0.0/8,::1",
+                "auth" => "jwt",
+                "auth-jwks" | "auth-jwt-key" => "/dev/null",
+                "auth-leeway" => "5s",
                 "metrics-addr" | "publish-addr" => "127.0.0.1:0",
                 "rs-url" => "rediss://u:p@r.example:6380",
                 "broker" => "embedded",
@@ -1068,6 +1071,8 @@ mod tests {
                 "rs-client-key" => "-rs-client-cert=c",
                 "publish-addr" => "-publish-token=t",
                 "rs-channel-file" => "-rs-channel=x",
+                "auth" => "-auth-jwt-secret=s",
+                "auth-jwt-secret" | "auth-jwt-key" | "auth-jwks" => "-auth=jwt",
                 _ => "-tls-cert=a",
             };
             let r = parse(&["-ws-insecure", &arg, companion, "-tls-cert=a", "-tls-key=b"]);
