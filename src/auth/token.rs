@@ -49,7 +49,7 @@ impl Presented {
             let offers = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
             if let Some(t) = offers
                 .filter_map(|o| o.strip_prefix(OFFER_PREFIX.as_bytes()))
-                .next()
+                .find(|t| !t.is_empty())
             {
                 self.offered = Some(t.into());
             }
@@ -180,6 +180,9 @@ mod tests {
             None
         );
         assert_eq!(presented(&[]).find("token=", None), None);
+        let empty_offer =
+            presented(&[("Sec-WebSocket-Protocol", "pubsocketd.token., pubsocketd.v1")]);
+        assert_eq!(empty_offer.find("token=q", None).unwrap().1, Place::Query);
     }
 
     #[test]
