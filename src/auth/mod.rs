@@ -1,5 +1,5 @@
-//! Who may read what (`-auth=jwt`): a signed token names the channels a
-//! client may read, checked at the upgrade and at each `pubsocketd.v1`
+//! Who may read what (`-auth=jwt`, `-auth=url`): a signed token, or the
+//! application's endpoint, names the channels a client may read, checked at the upgrade and at each `pubsocketd.v1`
 //! subscribe, never per message, so the shared fan-out is untouched.
 //!
 //! - [`keys`]: the verification keys (a shared secret, a PEM public key or
@@ -8,7 +8,9 @@
 //!   with `jsonwebtoken` doing every signature and time check.
 //! - [`token`]: where a request carries its token.
 //! - [`grant`]: whether a grant covers what a client asks to read.
+//! - [`callback`]: `-auth=url`, the application's endpoint deciding.
 
+pub mod callback;
 pub mod grant;
 pub mod keys;
 pub mod token;

@@ -62,6 +62,16 @@ impl Presented {
         }
     }
 
+    /// The `Authorization` header as sent (for `-auth=url`).
+    pub fn authorization(&self) -> Option<&[u8]> {
+        self.authorization.as_deref()
+    }
+
+    /// The `Cookie` headers as sent, joined (for `-auth=url`).
+    pub fn cookie(&self) -> Option<&[u8]> {
+        self.cookie.as_deref()
+    }
+
     /// The token and where it was, from the first place that has one.
     pub fn find<'a>(
         &'a self,

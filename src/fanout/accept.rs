@@ -163,7 +163,8 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     let mut filled = 0;
     let request = timeout_at(deadline, read_request(stream, &mut buf, &mut filled, ctx)).await;
     let admitted = match request {
-        Ok(Some(parsed)) => parsed.and_then(|acc| admit(acc, ctx)),
+        Ok(Some(Ok(acc))) => admit(acc, ctx, addr, deadline).await,
+        Ok(Some(Err(refusal))) => Err(refusal),
         Ok(None) => {
             debug!(
                 ctx.log,
@@ -285,18 +286,23 @@ async fn confirmed(
     })
 }
 
-/// After a valid upgrade request: under `-auth` a valid token (401
-/// otherwise); the channels it asks for must be relayed here (404
-/// otherwise) and granted by the token (403); and there must be room (503).
-fn admit(acc: handshake::Accepted, ctx: &Context) -> Result<Admitted, Refusal> {
+/// After a valid upgrade request: under `-auth` a valid token or the
+/// auth URL's yes (401, 403 or 503 otherwise); the channels it asks for
+/// must be relayed here (404 otherwise) and granted (403); and there must
+/// be room (503).
+async fn admit(
+    acc: handshake::Accepted,
+    ctx: &Context,
+    addr: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Result<Admitted, Refusal> {
     let refuse = |status, why: String| Refusal {
         claimed: acc.claimed.clone(),
         ..Refusal::new(status, why)
     };
-    let grant = match &ctx.auth {
-        None => None,
-        Some(v) => Some(authorize::authenticate(&acc, v, ctx).map_err(|why| refuse(401, why))?),
-    };
+    let grant = authorize::check(&acc, ctx, addr, deadline)
+        .await
+        .map_err(|(status, why)| refuse(status, why))?;
     let channels = ctx.channels.get();
     let asked = channels
         .select(&acc.query, ctx.cfg.max_channels)

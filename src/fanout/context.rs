@@ -3,6 +3,7 @@
 //! and out of the per-channel gauges and the on-demand subscriptions (at
 //! the upgrade, at a change of choice and at the close).
 
+use crate::auth::callback::Callback;
 use crate::auth::verify::Verifier;
 use crate::channels::{Live, Selection};
 use crate::demand::Demand;
@@ -25,6 +26,8 @@ pub struct Context {
     pub demand: Option<Arc<Demand>>,
     /// `-auth=jwt`: checks each client's token.
     pub auth: Option<Arc<Verifier>>,
+    /// `-auth=url`: asks the application about each upgrade.
+    pub callback: Option<Arc<Callback>>,
 }
 
 impl Context {

@@ -92,7 +92,10 @@ async fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
 /// that no longer covers what the client reads closes it with 4403.
 fn refresh(w: &Worker, c: &Conn, token: &str) -> Result<Vec<u8>, Violation> {
     let Some(verifier) = &w.ctx.auth else {
-        return Ok(control::refused("no -auth here: nothing to refresh", &[]));
+        return Ok(control::refused(
+            "no token to refresh here: -auth=jwt is off",
+            &[],
+        ));
     };
     let grant = match verifier.verify(token) {
         Ok(g) => g,

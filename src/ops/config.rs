@@ -2,8 +2,7 @@
 //! plus the knobs the rewrite adds. Parsing goes through
 //! [`crate::ops::flags::normalize`] so every Go spelling keeps working.
 
-use crate::auth::keys::Source;
-use crate::auth::verify::Rules;
+use super::auth_flags::{auth, Auth, Given};
 use crate::channels::Channels;
 use crate::net::client_ip::{TrustedProxies, DEFAULT_TRUSTED};
 use crate::ops::secret::Secret;
@@ -43,6 +42,9 @@ pub const VALUE_FLAGS: &[&str] = &[
     "auth-audience",
     "auth-cookie",
     "auth-channels-claim",
+    "auth-url",
+    "auth-timeout",
+    "auth-concurrency",
     "rs-max-payload",
     "rs-keepalive",
     "rs-on-demand-grace",
@@ -84,8 +86,7 @@ pub const ON_BY_DEFAULT_FLAGS: &[&str] = &["ws-deflate"];
 pub const RS_PASSWORD_ENV: &str = "PUBSOCKETD_RS_PASSWORD";
 /// Environment variable read for `-publish-token` when the flag is absent.
 pub const PUBLISH_TOKEN_ENV: &str = "PUBSOCKETD_PUBLISH_TOKEN";
-/// Environment variable read for `-auth-jwt-secret` when the flag is absent.
-pub const AUTH_SECRET_ENV: &str = "PUBSOCKETD_AUTH_JWT_SECRET";
+pub use super::auth_flags::AUTH_SECRET_ENV;
 
 /// pubsocketd: relay a Redis Pub/Sub channel to WebSocket clients.
 ///
@@ -148,7 +149,8 @@ pub struct Args {
     #[argh(option, default = "String::from(DEFAULT_TRUSTED)")]
     pub ws_trusted_proxies: String,
     /// jwt: every client needs a signed token naming the channels it may
-    /// read (default none: anyone from an allowed origin reads everything)
+    /// read; url: -auth-url decides for each upgrade (default none: anyone
+    /// from an allowed origin reads everything)
     #[argh(option, default = "String::new()")]
     pub auth: String,
     /// HS256/384/512 secret of -auth=jwt; better given in
@@ -182,6 +184,15 @@ pub struct Args {
     /// channels)
     #[argh(option, default = "String::from(\"channels\")")]
     pub auth_channels_claim: String,
+    /// the endpoint of -auth=url, http:// or https:// (default none)
+    #[argh(option)]
+    pub auth_url: Option<String>,
+    /// how long -auth-url may take to answer; past it, 503 (default 2s)
+    #[argh(option, default = "Duration::from_secs(2)", from_str_fn(duration))]
+    pub auth_timeout: Duration,
+    /// most -auth-url calls in flight; more upgrades wait (default 256)
+    #[argh(option, default = "256")]
+    pub auth_concurrency: usize,
     /// relay only payloads that are valid JSON, dropping others with a log
     /// line, as the original did (default false)
     #[argh(switch)]
@@ -392,7 +403,21 @@ impl Config {
         let publish_token = secret(&a.publish_token, PUBLISH_TOKEN_ENV);
         let publish = publish_endpoint(a.publish_addr, &publish_token)?;
         let embedded_broker = embedded_broker(&a)?;
-        let auth = auth(&a)?;
+        let auth = auth(&Given {
+            auth: &a.auth,
+            auth_jwt_secret: a.auth_jwt_secret.as_deref(),
+            auth_jwt_key: a.auth_jwt_key.as_ref(),
+            auth_jwks: a.auth_jwks.as_deref(),
+            auth_jwt_no_exp: a.auth_jwt_no_exp,
+            auth_leeway: a.auth_leeway,
+            auth_issuer: a.auth_issuer.as_deref(),
+            auth_audience: a.auth_audience.as_deref(),
+            auth_cookie: a.auth_cookie.as_deref(),
+            auth_channels_claim: &a.auth_channels_claim,
+            auth_url: a.auth_url.as_deref(),
+            auth_timeout: a.auth_timeout,
+            auth_concurrency: a.auth_concurrency,
+        })?;
         if embedded_broker.is_some() && redis.cluster {
             return Err("-broker=embedded and -rs-cluster exclude each other".into());
         }
@@ -601,7 +626,7 @@ impl Config {
             self.max_message,
             self.max_channels,
             self.trusted_proxies.describe(),
-            self.auth.as_ref().map_or("off".into(), |a| format!("jwt ({:?}, leeway {}s{})", a.keys, a.rules.leeway, a.cookie.as_ref().map_or(String::new(), |c| format!(", cookie {c}")))),
+            self.auth.as_ref().map_or("off".into(), Auth::describe),
             self.max_connections,
             self.json_only,
             self.envelope,
@@ -695,64 +720,6 @@ pub fn userinfo_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// `-auth=jwt` as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Auth {
-    pub keys: Source,
-    pub rules: Rules,
-    /// `-auth-cookie`.
-    pub cookie: Option<String>,
-}
-
-/// `-auth` and its companions; without `-auth`, none of them may be set.
-fn auth(a: &Args) -> Result<Option<Auth>, String> {
-    let secret = a
-        .auth_jwt_secret
-        .clone()
-        .or_else(|| std::env::var(AUTH_SECRET_ENV).ok())
-        .filter(|s| !s.is_empty());
-    let mut sources = Vec::new();
-    if let Some(s) = secret {
-        sources.push(Source::Secret(s));
-    }
-    if let Some(p) = &a.auth_jwt_key {
-        sources.push(Source::Pem(p.clone()));
-    }
-    if let Some(j) = &a.auth_jwks {
-        if j.starts_with("http://") || j.starts_with("https://") {
-            return Err("-auth-jwks takes a file here, not a URL".into());
-        }
-        sources.push(Source::Jwks(PathBuf::from(j)));
-    }
-    match a.auth.as_str() {
-        "" if a.auth_jwt_key.is_some() || a.auth_jwks.is_some() || a.auth_jwt_secret.is_some() => {
-            Err("-auth-jwt-secret, -auth-jwt-key and -auth-jwks need -auth=jwt".into())
-        }
-        "" => Ok(None),
-        "jwt" => {
-            let keys = match (sources.pop(), sources.is_empty()) {
-                (Some(k), true) => k,
-                (None, _) => return Err(format!("-auth=jwt needs one of -auth-jwt-secret (or ${AUTH_SECRET_ENV}), -auth-jwt-key, -auth-jwks")),
-                (Some(_), false) => return Err("-auth=jwt takes one of -auth-jwt-secret, -auth-jwt-key, -auth-jwks".into()),
-            };
-            let rules = Rules {
-                leeway: a.auth_leeway.as_secs(),
-                require_exp: !a.auth_jwt_no_exp,
-                issuer: a.auth_issuer.clone(),
-                audience: a.auth_audience.clone(),
-                channels_claim: a.auth_channels_claim.clone(),
-            };
-            let cookie = a.auth_cookie.clone().filter(|c| !c.is_empty());
-            Ok(Some(Auth {
-                keys,
-                rules,
-                cookie,
-            }))
-        }
-        other => Err(format!("invalid -auth {other:?} (jwt)")),
-    }
 }
 
 /// A flag's secret, else the environment variable's.
@@ -1041,6 +1008,8 @@ mod tests {
                 | "ws-max-channels" => "1",
                 "ws-trusted-proxies" => "10.0.0.0/8,::1",
                 "auth" => "jwt",
+                "auth-url" => "http://127.0.0.1:3000/ws-auth",
+                "auth-concurrency" => "16",
                 "auth-jwks" | "auth-jwt-key" => "/dev/null",
                 "auth-leeway" => "5s",
                 "metrics-addr" | "publish-addr" => "127.0.0.1:0",
@@ -1073,6 +1042,7 @@ mod tests {
                 "rs-channel-file" => "-rs-channel=x",
                 "auth" => "-auth-jwt-secret=s",
                 "auth-jwt-secret" | "auth-jwt-key" | "auth-jwks" => "-auth=jwt",
+                "auth-url" => "-auth=url",
                 _ => "-tls-cert=a",
             };
             let r = parse(&["-ws-insecure", &arg, companion, "-tls-cert=a", "-tls-key=b"]);

@@ -3,6 +3,7 @@
 //! shared context, the Redis subscriber (or cluster supervisor), and where
 //! `POST /publish` sends its messages.
 
+use crate::auth::callback::Callback;
 use crate::auth::verify::Verifier;
 use crate::channels::{Live, MAX_IDS};
 use crate::demand::Demand;
@@ -12,6 +13,7 @@ use crate::fanout::thread::Task;
 use crate::ingest::encode::Encoder;
 use crate::ingest::handle::Ingest;
 use crate::ingest::http_publish::Sink;
+use crate::ops::auth_flags::Mode;
 use crate::ops::config::Config;
 use crate::ops::stats::Stats;
 use crate::redis::cluster::Cluster;
@@ -74,9 +76,23 @@ pub fn build(
         .channels
         .on_demand()
         .then(|| Demand::new(cfg.on_demand_grace));
-    let auth = match &cfg.auth {
-        None => None,
-        Some(a) => Some(Arc::new(Verifier::new(a.keys.clone(), a.rules.clone())?)),
+    let (auth, callback) = match cfg.auth.as_ref().map(|a| (&a.mode, a)) {
+        None => (None, None),
+        Some((Mode::Jwt(keys), a)) => {
+            let v = Verifier::new(keys.clone(), a.rules.clone())?;
+            (Some(Arc::new(v)), None)
+        }
+        Some((
+            Mode::Url {
+                url,
+                timeout,
+                concurrency,
+            },
+            _,
+        )) => {
+            let cb = Callback::new(url, *timeout, *concurrency)?;
+            (None, Some(Arc::new(cb)))
+        }
     };
     let ctx = Arc::new(Context {
         channels: channels.clone(),
@@ -86,6 +102,7 @@ pub fn build(
         stats: stats.clone(),
         demand: demand.clone(),
         auth,
+        callback,
     });
     let (fatal_tx, fatal) = oneshot::channel();
     // Redis is configured (and its TLS files read) only when it is used.

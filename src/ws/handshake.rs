@@ -31,6 +31,8 @@ pub struct Accepted {
     pub claimed: Claimed,
     /// Where a token may be (`-auth`); never printed.
     pub presented: Presented,
+    /// The `Origin` header, for `-auth=url`.
+    pub origin: Option<Box<[u8]>>,
     /// The query string of the request target, without `?` (empty if none).
     pub query: String,
     /// The client offered permessage-deflate with parameters the relay can
@@ -190,6 +192,7 @@ pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<A
                 consumed,
                 claimed: claimed.clone(),
                 presented,
+                origin: heads.one(b"origin").map(Box::from),
                 query,
                 deflate_offered,
                 protocol,
