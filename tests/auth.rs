@@ -471,8 +471,8 @@ fn flags_are_checked_together() {
         (vec!["-auth-jwt-secret=a"], "need -auth=jwt"),
         (vec!["-auth=basic"], "invalid -auth"),
         (
-            vec!["-auth=jwt", "-auth-jwks=https://idp.example/jwks"],
-            "a file here, not a URL",
+            vec!["-auth=jwt", "-auth-jwks=http://idp.example/jwks"],
+            "only to a loopback address",
         ),
     ] {
         let mut all = vec!["-ws-insecure"];
@@ -490,4 +490,113 @@ fn flags_are_checked_together() {
     ]);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("/nonexistent.pem"), "{err}");
+}
+
+/// Serves `set` at `/jwks.json` over http on loopback; counts the fetches.
+fn jwks_server(
+    set: std::sync::Arc<std::sync::Mutex<String>>,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let counted = fetches.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = set.lock().unwrap().clone();
+            let mut w = s;
+            let _ = write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, fetches)
+}
+
+#[tokio::test]
+async fn a_jwk_set_url_is_fetched_at_start_and_for_an_unknown_kid() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let redis = RedisServer::start();
+    let (_d, k) = keys();
+    let set = std::sync::Arc::new(std::sync::Mutex::new(
+        std::fs::read_to_string(k.join("jwks-1.json")).unwrap(),
+    ));
+    let (port, fetches) = jwks_server(set.clone());
+    let url = format!("-auth-jwks=http://127.0.0.1:{port}/jwks.json");
+    let r = relay(&redis, &[&url, "-auth-jwks-refresh=1h"]);
+    assert_eq!(fetches.load(SeqCst), 1, "fetched once at start");
+    let old = mint(&[
+        "sign",
+        "RS256",
+        k.join("rsa.key").to_str().unwrap(),
+        GOOD,
+        "k1",
+    ]);
+    let new = mint(&[
+        "sign",
+        "ES256",
+        k.join("ec256.key").to_str().unwrap(),
+        GOOD,
+        "k2",
+    ]);
+    assert!(bearer(&r.url("/"), &old).await.is_ok());
+    *set.lock().unwrap() = std::fs::read_to_string(k.join("jwks-2.json")).unwrap();
+    assert_eq!(
+        bearer(&r.url("/"), &new).await.err(),
+        Some(401),
+        "k2 unknown yet"
+    );
+    assert!(
+        r.stdout.wait_for("holds 2 keys", T).is_some(),
+        "an unknown kid fetches again"
+    );
+    let mut ws = bearer(&r.url("/?channel=news"), &new).await.unwrap();
+    receives(&redis, &mut ws, "news").await;
+    let stranger = mint(&[
+        "sign",
+        "ES256",
+        k.join("ec256.key").to_str().unwrap(),
+        GOOD,
+        "k3",
+    ]);
+    assert_eq!(bearer(&r.url("/"), &stranger).await.err(), Some(401));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fetches.load(SeqCst),
+        2,
+        "at most one fetch a minute for unknown kids"
+    );
+
+    // Every -auth-jwks-refresh.
+    let r2 = relay(&redis, &[&url, "-auth-jwks-refresh=300ms"]);
+    let before = fetches.load(SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        fetches.load(SeqCst) >= before + 2,
+        "fetched again on schedule"
+    );
+    drop(r2);
+
+    // At start, an unreachable set is a start-up error.
+    let down = format!(
+        "-auth-jwks=http://127.0.0.1:{}/jwks.json",
+        common::redis::free_port()
+    );
+    let (status, _, err) = relay::run(&["-ws-insecure", "-ws-port=0", "-auth=jwt", &down]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+    let (status, _, err) = relay::run(&[
+        "-ws-insecure",
+        "-auth=jwt",
+        "-auth-jwks=http://idp.example/jwks",
+    ]);
+    assert_eq!(status.code(), Some(2), "{err}");
 }

@@ -34,6 +34,8 @@ pub enum Source {
     Pem(PathBuf),
     /// `-auth-jwks`: a JWK set file.
     Jwks(PathBuf),
+    /// `-auth-jwks`: a JWK set URL.
+    JwksUrl(hyper::Uri),
 }
 
 /// The keys in use.
@@ -53,6 +55,7 @@ impl std::fmt::Debug for Source {
             Source::Secret(_) => f.write_str("a shared secret"),
             Source::Pem(p) => write!(f, "the PEM key {}", p.display()),
             Source::Jwks(p) => write!(f, "the JWK set {}", p.display()),
+            Source::JwksUrl(u) => write!(f, "the JWK set at {u}"),
         }
     }
 }
@@ -77,7 +80,23 @@ impl Keys {
                 algorithms: HMAC.to_vec(),
             })),
             Source::Pem(path) => pem(path, &read(path)?).map(Keys::One),
-            Source::Jwks(path) => jwks(path, &read(path)?).map(Keys::Set),
+            Source::Jwks(path) => jwks(&path.display().to_string(), &read(path)?).map(Keys::Set),
+            Source::JwksUrl(url) => {
+                Keys::from_set(&url.to_string(), &super::jwks_url::fetch_now(url)?)
+            }
+        }
+    }
+
+    /// The keys of a JWK set's text (`what` names it in errors).
+    pub fn from_set(what: &str, bytes: &[u8]) -> Result<Keys, String> {
+        jwks(what, bytes).map(Keys::Set)
+    }
+
+    /// How many keys there are (a set is never empty).
+    pub fn count(&self) -> usize {
+        match self {
+            Keys::One(_) => 1,
+            Keys::Set(set) => set.len(),
         }
     }
 
@@ -126,17 +145,17 @@ fn pem(path: &Path, bytes: &[u8]) -> Result<Key, String> {
 
 /// A JWK set (`{"keys":[…]}`); each key's algorithms follow its type, or
 /// its `alg` when it names one.
-fn jwks(path: &Path, bytes: &[u8]) -> Result<Vec<(Option<String>, Key)>, String> {
-    let set: JwkSet = serde_json::from_slice(bytes)
-        .map_err(|e| format!("{}: not a JWK set: {e}", path.display()))?;
+fn jwks(what: &str, bytes: &[u8]) -> Result<Vec<(Option<String>, Key)>, String> {
+    let set: JwkSet =
+        serde_json::from_slice(bytes).map_err(|e| format!("{what}: not a JWK set: {e}"))?;
     if set.keys.is_empty() {
-        return Err(format!("{}: the JWK set holds no key", path.display()));
+        return Err(format!("{what}: the JWK set holds no key"));
     }
     set.keys
         .iter()
         .map(|jwk| {
-            let key = DecodingKey::from_jwk(jwk)
-                .map_err(|e| format!("{}: a key of the set: {e}", path.display()))?;
+            let key =
+                DecodingKey::from_jwk(jwk).map_err(|e| format!("{what}: a key of the set: {e}"))?;
             let algorithms = algorithms_of(jwk);
             Ok((jwk.common.key_id.clone(), Key { key, algorithms }))
         })

@@ -9,9 +9,11 @@
 //! - [`token`]: where a request carries its token.
 //! - [`grant`]: whether a grant covers what a client asks to read.
 //! - [`callback`]: `-auth=url`, the application's endpoint deciding.
+//! - [`jwks_url`]: a JWK set fetched over HTTPS, and kept fresh.
 
 pub mod callback;
 pub mod grant;
+pub mod jwks_url;
 pub mod keys;
 pub mod token;
 pub mod verify;

@@ -3,11 +3,15 @@
 //! module picks the key, sets the rules from the flags, and reads the
 //! claims the relay uses.
 
+use super::jwks_url::{self, KID_REFETCH};
 use super::keys::{Keys, Source};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Validation};
 use serde_json::Value;
+use slog::{info, warn, Logger};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// The rules tokens are checked by (from the flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +43,8 @@ pub struct Verifier {
     keys: RwLock<Arc<Keys>>,
     source: Source,
     rules: Rules,
+    /// Woken by a token whose `kid` the keys lack (a JWK set URL only).
+    unknown_kid: Notify,
 }
 
 impl Verifier {
@@ -49,6 +55,7 @@ impl Verifier {
             keys: RwLock::new(Arc::new(keys)),
             source,
             rules,
+            unknown_kid: Notify::new(),
         })
     }
 
@@ -63,13 +70,40 @@ impl Verifier {
             return None;
         };
         Some(Keys::load(&self.source).map(|keys| {
-            let n = match &keys {
-                Keys::Set(set) => set.len(),
-                Keys::One(_) => 1,
-            };
+            let n = keys.count();
             *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
             n
         }))
+    }
+
+    /// With a JWK set URL: fetches it again every `every`, and when a
+    /// token's `kid` was unknown (at most once a minute), for as long as
+    /// the relay runs; other sources return at once.
+    pub async fn refresh(self: Arc<Self>, every: Duration, log: Logger) {
+        let Source::JwksUrl(url) = &self.source else {
+            return;
+        };
+        let mut last_asked: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.unknown_kid.notified() => {
+                    if last_asked.is_some_and(|t| t.elapsed() < KID_REFETCH) {
+                        continue;
+                    }
+                    last_asked = Some(Instant::now());
+                }
+            }
+            let fetched = jwks_url::fetch(url).await;
+            match fetched.and_then(|b| Keys::from_set(&url.to_string(), &b)) {
+                Ok(keys) => {
+                    let n = keys.count();
+                    *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+                    info!(log, "[auth] the JWK set at {url} holds {n} keys");
+                }
+                Err(e) => warn!(log, "[auth] {e}; the keys stay as they were"),
+            }
+        }
     }
 
     /// The grant of `token`, or why it is refused (a reason for the log
@@ -78,9 +112,12 @@ impl Verifier {
         let header = decode_header(token)
             .map_err(|_| "malformed token (or an algorithm not supported here, such as none)")?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let key = keys
-            .find(header.kid.as_deref())
-            .ok_or("no key for the token's kid")?;
+        let Some(key) = keys.find(header.kid.as_deref()) else {
+            if matches!(self.source, Source::JwksUrl(_)) {
+                self.unknown_kid.notify_one();
+            }
+            return Err("no key for the token's kid");
+        };
         if !key.algorithms.contains(&header.alg) {
             return Err("algorithm not allowed for the key");
         }

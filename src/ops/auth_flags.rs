@@ -2,6 +2,7 @@
 //! source, or `-auth=url` with its endpoint; without `-auth`, none of the
 //! mode's own flags may be set.
 
+use crate::auth::jwks_url;
 use crate::auth::keys::Source;
 use crate::auth::verify::Rules;
 use std::path::PathBuf;
@@ -19,6 +20,8 @@ pub struct Auth {
     pub rules: Rules,
     /// `-auth-cookie`.
     pub cookie: Option<String>,
+    /// `-auth-jwks-refresh`: how often a JWK set URL is fetched again.
+    pub jwks_refresh: Duration,
 }
 
 /// Who decides.
@@ -67,6 +70,7 @@ pub struct Given<'a> {
     pub auth_url: Option<&'a str>,
     pub auth_timeout: Duration,
     pub auth_concurrency: usize,
+    pub auth_jwks_refresh: Duration,
 }
 
 /// `-auth` and its companions.
@@ -98,10 +102,14 @@ pub fn auth(a: &Given<'_>) -> Result<Option<Auth>, String> {
         },
         other => return Err(format!("invalid -auth {other:?} (jwt or url)")),
     };
+    if a.auth_jwks_refresh.is_zero() {
+        return Err("-auth-jwks-refresh must be above 0".into());
+    }
     Ok(Some(Auth {
         mode,
         rules,
         cookie,
+        jwks_refresh: a.auth_jwks_refresh,
     }))
 }
 
@@ -121,10 +129,10 @@ fn key_sources(a: &Given<'_>) -> Result<Vec<Source>, String> {
         sources.push(Source::Pem(p.clone()));
     }
     if let Some(j) = a.auth_jwks {
-        if j.starts_with("http://") || j.starts_with("https://") {
-            return Err("-auth-jwks takes a file here, not a URL".into());
+        match j.contains("://") {
+            true => sources.push(Source::JwksUrl(jwks_url::parse(j)?)),
+            false => sources.push(Source::Jwks(PathBuf::from(j))),
         }
-        sources.push(Source::Jwks(PathBuf::from(j)));
     }
     Ok(sources)
 }

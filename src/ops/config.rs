@@ -45,6 +45,7 @@ pub const VALUE_FLAGS: &[&str] = &[
     "auth-url",
     "auth-timeout",
     "auth-concurrency",
+    "auth-jwks-refresh",
     "rs-max-payload",
     "rs-keepalive",
     "rs-on-demand-grace",
@@ -161,8 +162,9 @@ pub struct Args {
     /// Ed25519 (EdDSA) (default none)
     #[argh(option)]
     pub auth_jwt_key: Option<PathBuf>,
-    /// JWK set file of -auth=jwt, keys chosen by the token's kid; SIGHUP
-    /// reads it again (default none)
+    /// JWK set of -auth=jwt, a file (SIGHUP reads it again) or an https://
+    /// URL (fetched at start and every -auth-jwks-refresh); keys chosen by
+    /// the token's kid (default none)
     #[argh(option)]
     pub auth_jwks: Option<String>,
     /// accept tokens without exp (default false: exp is required)
@@ -184,6 +186,10 @@ pub struct Args {
     /// channels)
     #[argh(option, default = "String::from(\"channels\")")]
     pub auth_channels_claim: String,
+    /// how often an -auth-jwks URL is fetched again (also, at most once a
+    /// minute, when a token names an unknown kid) (default 10m)
+    #[argh(option, default = "Duration::from_secs(600)", from_str_fn(duration))]
+    pub auth_jwks_refresh: Duration,
     /// the endpoint of -auth=url, http:// or https:// (default none)
     #[argh(option)]
     pub auth_url: Option<String>,
@@ -417,6 +423,7 @@ impl Config {
             auth_url: a.auth_url.as_deref(),
             auth_timeout: a.auth_timeout,
             auth_concurrency: a.auth_concurrency,
+            auth_jwks_refresh: a.auth_jwks_refresh,
         })?;
         if embedded_broker.is_some() && redis.cluster {
             return Err("-broker=embedded and -rs-cluster exclude each other".into());
@@ -1022,7 +1029,8 @@ mod tests {
                 f if f.contains("interval")
                     || f.contains("timeout")
                     || f == "rs-keepalive"
-                    || f.ends_with("grace") =>
+                    || f.ends_with("grace")
+                    || f.ends_with("refresh") =>
                 {
                     "90s"
                 }

@@ -246,10 +246,14 @@ impl Main {
         }
     }
 
-    /// Starts the broker, `/publish` and metrics endpoints that are
+    /// Starts the JWK set refresh (a URL), and the broker, `/publish` and
+    /// metrics endpoints that are
     /// configured.
     fn spawn_side(&mut self, side: Side) {
         let (cfg, log) = (&self.cfg, &self.log);
+        if let (Some(v), Some(a)) = (&self.relay.ctx.auth, &cfg.auth) {
+            tokio::spawn(v.clone().refresh(a.jwks_refresh, log.clone()));
+        }
         if let Some(l) = side.broker {
             let b = broker::Broker {
                 ingest: self.relay.ingest.clone(),
