@@ -21,6 +21,7 @@ const REASONS: &[&str] = &[
 
 fn fresh() -> RedisSettings {
     RedisSettings {
+        sentinel: None,
         host: "127.0.0.1".into(),
         port: 6379,
         tls: false,

@@ -46,6 +46,8 @@ pub const VALUE_FLAGS: &[&str] = &[
     "auth-timeout",
     "auth-concurrency",
     "auth-jwks-refresh",
+    "rs-sentinel",
+    "rs-sentinel-master",
     "rs-max-payload",
     "rs-keepalive",
     "rs-on-demand-grace",
@@ -85,6 +87,8 @@ pub const ON_BY_DEFAULT_FLAGS: &[&str] = &["ws-deflate"];
 
 /// Environment variable read for `-rs-password` when the flag is absent.
 pub const RS_PASSWORD_ENV: &str = "PUBSOCKETD_RS_PASSWORD";
+/// Environment variable read for the Sentinels' own password.
+pub const RS_SENTINEL_PASSWORD_ENV: &str = "PUBSOCKETD_RS_SENTINEL_PASSWORD";
 /// Environment variable read for `-publish-token` when the flag is absent.
 pub const PUBLISH_TOKEN_ENV: &str = "PUBSOCKETD_PUBLISH_TOKEN";
 pub use super::auth_flags::AUTH_SECRET_ENV;
@@ -256,6 +260,15 @@ pub struct Args {
     /// node owning each channel (default false)
     #[argh(switch)]
     pub rs_cluster: bool,
+    /// the Redis Sentinels to ask for the current primary, host:port,… (the
+    /// Sentinels' password in $PUBSOCKETD_RS_SENTINEL_PASSWORD) (default
+    /// none: -rs-host/-rs-url is the server)
+    #[argh(option)]
+    pub rs_sentinel: Option<String>,
+    /// the master name the Sentinels monitor, with -rs-sentinel (default
+    /// none)
+    #[argh(option)]
+    pub rs_sentinel_master: Option<String>,
     /// patterns in -rs-channel only bound what clients may name: each
     /// concrete channel is subscribed (SSUBSCRIBE under -rs-cluster) while
     /// some client reads it (default false)
@@ -425,6 +438,9 @@ impl Config {
             auth_concurrency: a.auth_concurrency,
             auth_jwks_refresh: a.auth_jwks_refresh,
         })?;
+        if embedded_broker.is_some() && redis.sentinel.is_some() {
+            return Err("-broker=embedded and -rs-sentinel exclude each other".into());
+        }
         if embedded_broker.is_some() && redis.cluster {
             return Err("-broker=embedded and -rs-cluster exclude each other".into());
         }
@@ -756,6 +772,49 @@ pub struct RedisSettings {
     pub ca_cert: Option<PathBuf>,
     pub client_cert: Option<(PathBuf, PathBuf)>,
     pub cluster: bool,
+    /// `-rs-sentinel`: ask these for the primary of a master name.
+    pub sentinel: Option<Sentinel>,
+}
+
+/// Redis Sentinel: where the Sentinels are and which master to ask for.
+#[derive(Debug, Clone)]
+pub struct Sentinel {
+    pub addrs: Vec<(String, u16)>,
+    pub master: String,
+    /// The Sentinels' own password (`$PUBSOCKETD_RS_SENTINEL_PASSWORD`).
+    pub password: Option<Secret>,
+}
+
+impl Sentinel {
+    /// From `-rs-sentinel` and `-rs-sentinel-master`.
+    fn from_flags(list: Option<&str>, master: Option<&str>) -> Result<Option<Sentinel>, String> {
+        let (list, master) = match (list, master) {
+            (None, None) => return Ok(None),
+            (Some(l), Some(m)) if !m.is_empty() => (l, m),
+            (Some(_), _) => return Err("-rs-sentinel needs -rs-sentinel-master".into()),
+            (None, Some(_)) => return Err("-rs-sentinel-master needs -rs-sentinel".into()),
+        };
+        let mut addrs = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (host, port) = item
+                .rsplit_once(':')
+                .and_then(|(h, p)| {
+                    Some((h.trim_matches(|c| c == '[' || c == ']'), p.parse().ok()?))
+                })
+                .filter(|(h, _)| !h.is_empty())
+                .ok_or_else(|| format!("invalid -rs-sentinel entry {item:?} (host:port)"))?;
+            addrs.push((host.to_string(), port));
+        }
+        if addrs.is_empty() {
+            return Err("-rs-sentinel names no Sentinel".into());
+        }
+        let password = secret(&None, RS_SENTINEL_PASSWORD_ENV);
+        Ok(Some(Sentinel {
+            addrs,
+            master: master.to_string(),
+            password,
+        }))
+    }
 }
 
 impl RedisSettings {
@@ -769,7 +828,14 @@ impl RedisSettings {
             ca_cert: a.rs_ca_cert.clone(),
             client_cert: None,
             cluster: a.rs_cluster,
+            sentinel: Sentinel::from_flags(
+                a.rs_sentinel.as_deref(),
+                a.rs_sentinel_master.as_deref(),
+            )?,
         };
+        if s.sentinel.is_some() && s.cluster {
+            return Err("-rs-sentinel and -rs-cluster exclude each other".into());
+        }
         if let Some(url) = &a.rs_url {
             s.apply_url(url)?;
         }
@@ -839,6 +905,18 @@ impl RedisSettings {
             (None, Some(_)) => ":***@".to_string(),
             (None, None) => String::new(),
         };
+        if let Some(s) = &self.sentinel {
+            let first = s
+                .addrs
+                .first()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .unwrap_or_default();
+            let more = s.addrs.len() - 1;
+            return format!(
+                "{scheme}://{user}<primary of {} per Sentinel {first} and {more} more>",
+                s.master
+            );
+        }
         let cluster = if self.cluster { " (cluster)" } else { "" };
         format!("{scheme}://{user}{}{cluster}", self.addr())
     }
@@ -1014,6 +1092,8 @@ mod tests {
                 "ws-port" | "rs-port" | "workers" | "ws-max-connections" | "broker-port"
                 | "ws-max-channels" => "1",
                 "ws-trusted-proxies" => "10.0.0.0/8,::1",
+                "rs-sentinel" => "127.0.0.1:26379,[::1]:26380",
+                "rs-sentinel-master" => "mymaster",
                 "auth" => "jwt",
                 "auth-url" => "http://127.0.0.1:3000/ws-auth",
                 "auth-concurrency" => "16",
@@ -1048,6 +1128,8 @@ mod tests {
                 "rs-client-key" => "-rs-client-cert=c",
                 "publish-addr" => "-publish-token=t",
                 "rs-channel-file" => "-rs-channel=x",
+                "rs-sentinel" => "-rs-sentinel-master=m",
+                "rs-sentinel-master" => "-rs-sentinel=127.0.0.1:26379",
                 "auth" => "-auth-jwt-secret=s",
                 "auth-jwt-secret" | "auth-jwt-key" | "auth-jwks" => "-auth=jwt",
                 "auth-url" => "-auth=url",

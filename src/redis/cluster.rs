@@ -193,6 +193,7 @@ impl Cluster {
             stats: self.stats.clone(),
             fatal: None,
             node: Some(node),
+            switches: None,
             demand: self.demand.clone(),
         }
     }

@@ -5,7 +5,8 @@
 
 use super::resp::reply;
 use super::resp::write::command;
-use crate::ops::config::RedisSettings;
+use super::sentinel::{self, Unknown};
+use crate::ops::config::{RedisSettings, Sentinel};
 use bytes::BytesMut;
 use redis_protocol::resp2::types::BytesFrame;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -66,10 +67,52 @@ impl Target {
         self.settings.describe()
     }
 
-    /// Connects to the configured host and authenticates.
+    /// `-rs-sentinel`, when the primary is found through Sentinels.
+    pub fn sentinel(&self) -> Option<&Sentinel> {
+        self.settings.sentinel.as_ref()
+    }
+
+    /// Connects to the configured host, or to the primary the Sentinels
+    /// name now, and authenticates.
     pub async fn connect(&self) -> Result<RedisStream, ConnectError> {
-        self.connect_to(&self.settings.host, self.settings.port)
+        let Some(s) = &self.settings.sentinel else {
+            return self
+                .connect_to(&self.settings.host, self.settings.port)
+                .await;
+        };
+        let (host, port) = sentinel::primary(s).await.map_err(|e| match e {
+            Unknown::Io(why) => ConnectError::Io(why),
+            Unknown::Refused(why) => ConnectError::Refused(why),
+        })?;
+        let mut stream = self.connect_to(&host, port).await?;
+        self.check_primary(&mut stream, &host, port).await?;
+        Ok(stream)
+    }
+
+    /// `ROLE`: the server the Sentinels named is still the primary (during
+    /// a failover it may already be a replica).
+    async fn check_primary(
+        &self,
+        stream: &mut RedisStream,
+        host: &str,
+        port: u16,
+    ) -> Result<(), ConnectError> {
+        let io = |e: std::io::Error| ConnectError::Io(e.to_string());
+        stream.write_all(&command(&[b"ROLE"])).await.map_err(io)?;
+        stream.flush().await.map_err(io)?;
+        let mut buf = BytesMut::with_capacity(256);
+        let answer = timeout(CONNECT_TIMEOUT, reply::read(stream, &mut buf))
             .await
+            .map_err(|_| ConnectError::Io("no answer to ROLE".into()))?
+            .map_err(|e| ConnectError::Io(e.to_string()))?;
+        match answer {
+            BytesFrame::Array(items) if matches!(items.first(), Some(BytesFrame::BulkString(r)) if r.as_ref() == b"master") => {
+                Ok(())
+            }
+            _ => Err(ConnectError::Io(format!(
+                "{host}:{port}, named by the Sentinels, is not a primary (a failover in progress?)"
+            ))),
+        }
     }
 
     /// Connects to another node with the same settings (Redis Cluster).

@@ -8,4 +8,5 @@ pub(crate) mod connect;
 pub(crate) mod on_demand;
 pub(crate) mod publisher;
 pub mod resp;
+pub(crate) mod sentinel;
 pub(crate) mod subscriber;

@@ -9,6 +9,7 @@ use super::connect::{ConnectError, Target};
 use super::on_demand::{Answer, Tracker};
 use super::resp::write::command;
 use super::resp::{Item, PushReader};
+use super::sentinel;
 use crate::channels::{Channels, Key, Live};
 use crate::demand::{Demand, Owns};
 use crate::ingest::encode::Rejected;
@@ -47,6 +48,8 @@ pub struct Subscriber {
     pub node: Option<Node>,
     /// `-rs-on-demand`: the channels clients read under a pattern.
     pub demand: Option<Arc<Demand>>,
+    /// `-rs-sentinel`: changes when a Sentinel announces a new primary.
+    pub switches: Option<watch::Receiver<u64>>,
 }
 
 /// One cluster node and the channels whose slots it owns.
@@ -84,6 +87,11 @@ impl Subscriber {
     /// and start again. Returns only after reporting a fatal start-up
     /// error.
     pub async fn run(mut self) {
+        if let Some(s) = self.target.sentinel() {
+            let (tx, rx) = watch::channel(0);
+            tokio::spawn(sentinel::watch_switches(s.clone(), tx, self.log.clone()));
+            self.switches = Some(rx);
+        }
         let mut backoff = Backoff::new();
         let mut was_refused = false;
         loop {
@@ -200,6 +208,9 @@ impl Subscriber {
                     sock.flush().await.map_err(|e| Failure::io(e.to_string()))?;
                     ping_sent = Some(Instant::now());
                     continue;
+                }
+                Ok(()) = switched(&mut self.switches) => {
+                    return Err(Failure::io("a Sentinel announced a new primary"));
                 }
                 cmds = next_commands(&mut session.tracker) => {
                     for cmd in cmds {
@@ -403,6 +414,15 @@ struct Session<'a> {
     subscribed: &'a mut Arc<Channels>,
     reloads: &'a mut watch::Receiver<u64>,
     tracker: Option<&'a mut Tracker>,
+}
+
+/// Resolves when a Sentinel announced a new primary; never without
+/// `-rs-sentinel`.
+async fn switched(rx: &mut Option<watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next on-demand commands; never, without `-rs-on-demand`.
