@@ -133,10 +133,17 @@ async fn clients_stay_through_failovers() {
         &format!("-rs-sentinel={}", list.join(",")),
         "-rs-sentinel-master=mymaster",
         "-rs-channel=news",
+        "-publish-addr=127.0.0.1:0",
+        "-publish-token=sentinel-token",
     ]);
     r.wait_subscribed(1);
+    let line = r.stdout.wait_for("publish endpoint on http://", T).unwrap();
+    let rest = &line[line.find("http://").unwrap() + 7..];
+    let publish_at = rest[..rest.find('/').unwrap()].to_string();
     let mut ws = relay::connect(&r.url("/"), None).await.unwrap();
     delivered(&a, &mut ws, "from a").await;
+    post(&publish_at, "http to a");
+    assert_eq!(next_data(&mut ws, T).await, Message::text("http to a"));
 
     // A manual failover: b becomes the primary.
     assert!(sentinels[0]
@@ -149,6 +156,9 @@ async fn clients_stay_through_failovers() {
         "{:#?}",
         r.stdout.all()
     );
+    // POST /publish leaves its connection to the old primary for b.
+    post(&publish_at, "http to b");
+    assert_eq!(next_data(&mut ws, T).await, Message::text("http to b"));
 
     // The primary dies: the Sentinels fail over to a, now b's replica.
     wait(|| linked(&a), "a following b");
@@ -161,6 +171,16 @@ async fn clients_stay_through_failovers() {
     relay::bye(ws).await;
     drop(sentinels);
     a.kill();
+}
+
+/// POST /publish with the token; panics unless 200.
+fn post(addr: &str, body: &str) {
+    let req = format!(
+        "POST /publish?channel=news HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sentinel-token\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = relay::raw_exchange(addr, req.as_bytes());
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
 
 #[test]

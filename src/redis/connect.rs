@@ -13,6 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io::BufReader;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,6 +39,10 @@ pub enum ConnectError {
 pub struct Target {
     settings: RedisSettings,
     tls: Option<TlsConnector>,
+    /// Under `-rs-sentinel`: how many times the Sentinels announced a new
+    /// primary, shared by every clone, so that a kept connection (the
+    /// publisher's) knows it points at the old one.
+    primaries: Arc<AtomicU64>,
 }
 
 /// A connection to Redis, plain or TLS.
@@ -54,6 +59,7 @@ impl Target {
         Ok(Target {
             settings: settings.clone(),
             tls,
+            primaries: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -65,6 +71,11 @@ impl Target {
     /// The address for logs, without the password.
     pub fn describe(&self) -> String {
         self.settings.describe()
+    }
+
+    /// Counts the primaries announced by the Sentinels (see `primaries`).
+    pub fn primaries(&self) -> &Arc<AtomicU64> {
+        &self.primaries
     }
 
     /// `-rs-sentinel`, when the primary is found through Sentinels.

@@ -9,6 +9,7 @@ use super::resp::reply::{self, ReplyError};
 use super::resp::write::command;
 use bytes::BytesMut;
 use redis_protocol::resp2::types::BytesFrame;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
@@ -42,6 +43,9 @@ impl Publisher {
 struct RedisConn {
     stream: RedisStream,
     buf: BytesMut,
+    /// The Sentinels' count of primaries when it was made: a connection
+    /// from before a failover points at a replica now.
+    primary: u64,
 }
 
 /// Why a request on a Redis connection failed.
@@ -77,6 +81,10 @@ async fn publish_redis(
     let mut guard = conn.lock().await;
     let mut node: Option<(String, u16)> = None;
     let mut redirects = 0;
+    let primary = target.primaries().load(Relaxed);
+    if guard.as_ref().is_some_and(|c| c.primary != primary) {
+        *guard = None;
+    }
     loop {
         let reused = guard.is_some();
         let c = match guard.as_mut() {
@@ -97,6 +105,7 @@ async fn publish_redis(
                 guard.insert(RedisConn {
                     stream,
                     buf: BytesMut::with_capacity(256),
+                    primary,
                 })
             }
         };

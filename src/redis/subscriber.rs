@@ -89,7 +89,9 @@ impl Subscriber {
     pub async fn run(mut self) {
         if let Some(s) = self.target.sentinel() {
             let (tx, rx) = watch::channel(0);
-            tokio::spawn(sentinel::watch_switches(s.clone(), tx, self.log.clone()));
+            let primaries = self.target.primaries().clone();
+            let watching = sentinel::watch_switches(s.clone(), tx, primaries, self.log.clone());
+            tokio::spawn(watching);
             self.switches = Some(rx);
         }
         let mut backoff = Backoff::new();
