@@ -71,27 +71,8 @@ command -v redis-server >/dev/null || { echo "run-compare: redis-server not foun
 command -v taskset >/dev/null || { echo "run-compare: taskset not found (util-linux)" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
-        echo $((20000 + RANDOM % 20000))
-}
-
-wait_listen() { # port, pid
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && kill "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=loadtest/common.sh
+. "$ROOT/loadtest/common.sh"
 
 nice_cmd=()
 [ "$NICE" != 0 ] && nice_cmd=(nice -n "$NICE")

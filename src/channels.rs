@@ -227,10 +227,16 @@ impl Channels {
     /// The keys a client that chose nothing reads: every live key, or
     /// under `-rs-on-demand` the names.
     pub fn everything(&self) -> impl Iterator<Item = u32> + '_ {
+        self.read_whole().map(|(id, _)| id)
+    }
+
+    /// The live keys read whole, with their ids: every one, or under
+    /// `-rs-on-demand` the names (a pattern then only bounds what clients
+    /// name). What a client that chose nothing reads, and what Redis is
+    /// asked for.
+    fn read_whole(&self) -> impl Iterator<Item = (u32, &Key)> + '_ {
         let on_demand = self.on_demand;
-        self.live()
-            .filter(move |(_, k)| !(on_demand && k.pattern))
-            .map(|(id, _)| id)
+        self.live().filter(move |(_, k)| !(on_demand && k.pattern))
     }
 
     /// Every key by id, removed ones included (see [`Key::removed`]).
@@ -247,10 +253,13 @@ impl Channels {
     /// The live keys Redis is asked for: every one, or under
     /// `-rs-on-demand` the names (patterns only bound what clients name).
     pub fn subscribed_keys(&self) -> impl Iterator<Item = &Key> + '_ {
-        let on_demand = self.on_demand;
-        self.live()
-            .map(|(_, k)| k)
-            .filter(move |k| !(on_demand && k.pattern))
+        self.read_whole().map(|(_, k)| k)
+    }
+
+    /// Whether Redis is asked for a pattern (PSUBSCRIBE), which sharded
+    /// pub/sub (`-rs-cluster`) cannot do.
+    pub fn subscribes_patterns(&self) -> bool {
+        self.subscribed_keys().any(|k| k.pattern)
     }
 
     /// The id of the live key spelled `name` (a name or a pattern).

@@ -7,43 +7,19 @@
 
 mod common;
 
+use common::jwt::{keys, mint, signed};
 use common::redis::RedisServer;
 use common::relay::{
     self, close_code, next_data, raw_exchange, status_of, upgrade_request, Relay, Ws,
 };
 use futures_util::SinkExt;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(15);
 const SECRET: &str = "a-test-secret-of-some-length-0123456789";
-
-fn mint(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mint.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "mint {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A directory of key pairs and JWK sets.
-fn keys() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().to_path_buf();
-    mint(&["keys", p.to_str().unwrap()]);
-    (dir, p)
-}
 
 fn relay(redis: &RedisServer, extra: &[&str]) -> Relay {
     let mut args = vec!["-rs-channel=news,alerts,user.*", "-auth=jwt"];
@@ -424,20 +400,8 @@ async fn a_jwk_set_rotated_with_sighup() {
     let live = k.join("jwks.json");
     std::fs::copy(k.join("jwks-1.json"), &live).unwrap();
     let r = relay(&redis, &[&format!("-auth-jwks={}", live.display())]);
-    let old = mint(&[
-        "sign",
-        "RS256",
-        k.join("rsa.key").to_str().unwrap(),
-        GOOD,
-        "k1",
-    ]);
-    let new = mint(&[
-        "sign",
-        "ES256",
-        k.join("ec256.key").to_str().unwrap(),
-        GOOD,
-        "k2",
-    ]);
+    let old = signed(&k, "rsa.key", "RS256", GOOD, "k1");
+    let new = signed(&k, "ec256.key", "ES256", GOOD, "k2");
     assert!(bearer(&r.url("/"), &old).await.is_ok());
     assert_eq!(bearer(&r.url("/"), &new).await.err(), Some(401));
     assert!(r.stdout.wait_for("no key for the token's kid", T).is_some());
@@ -450,13 +414,7 @@ async fn a_jwk_set_rotated_with_sighup() {
     let mut ws = bearer(&r.url("/?channel=news"), &new).await.unwrap();
     receives(&redis, &mut ws, "news").await;
     // A k2 token claiming RS256 is refused: the set says ES256 for k2.
-    let wrong = mint(&[
-        "sign",
-        "RS256",
-        k.join("rsa.key").to_str().unwrap(),
-        GOOD,
-        "k2",
-    ]);
+    let wrong = signed(&k, "rsa.key", "RS256", GOOD, "k2");
     assert_eq!(bearer(&r.url("/"), &wrong).await.err(), Some(401));
 }
 
@@ -533,20 +491,8 @@ async fn a_jwk_set_url_is_fetched_at_start_and_for_an_unknown_kid() {
     let url = format!("-auth-jwks=http://127.0.0.1:{port}/jwks.json");
     let r = relay(&redis, &[&url, "-auth-jwks-refresh=1h"]);
     assert_eq!(fetches.load(SeqCst), 1, "fetched once at start");
-    let old = mint(&[
-        "sign",
-        "RS256",
-        k.join("rsa.key").to_str().unwrap(),
-        GOOD,
-        "k1",
-    ]);
-    let new = mint(&[
-        "sign",
-        "ES256",
-        k.join("ec256.key").to_str().unwrap(),
-        GOOD,
-        "k2",
-    ]);
+    let old = signed(&k, "rsa.key", "RS256", GOOD, "k1");
+    let new = signed(&k, "ec256.key", "ES256", GOOD, "k2");
     assert!(bearer(&r.url("/"), &old).await.is_ok());
     *set.lock().unwrap() = std::fs::read_to_string(k.join("jwks-2.json")).unwrap();
     assert_eq!(
@@ -560,13 +506,7 @@ async fn a_jwk_set_url_is_fetched_at_start_and_for_an_unknown_kid() {
     );
     let mut ws = bearer(&r.url("/?channel=news"), &new).await.unwrap();
     receives(&redis, &mut ws, "news").await;
-    let stranger = mint(&[
-        "sign",
-        "ES256",
-        k.join("ec256.key").to_str().unwrap(),
-        GOOD,
-        "k3",
-    ]);
+    let stranger = signed(&k, "ec256.key", "ES256", GOOD, "k3");
     assert_eq!(bearer(&r.url("/"), &stranger).await.err(), Some(401));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(

@@ -409,22 +409,6 @@ async fn demo_page_subscribes_with_v1() {
     drop(driver);
 }
 
-/// A token made with PyJWT (`tests/support/mint.py`).
-fn mint_hs256(secret: &str, claims: &str) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mint.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(["sign", "HS256", secret, claims])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// Under `-auth=jwt`, Chromium's WebSocket connects with the token in the
 /// subprotocol offer (beside `pubsocketd.v1`, and beside `pubsocketd.raw`)
 /// and in a cookie, and is refused without one.
@@ -446,10 +430,8 @@ async fn demo_page_with_a_token() {
         "-auth-cookie=jwt",
     ]);
     relay.wait_subscribed(1);
-    let token = mint_hs256(
-        secret,
-        r#"{"sub":"browser","exp":"+600","channels":["news"]}"#,
-    );
+    let claims = r#"{"sub":"browser","exp":"+600","channels":["news"]}"#;
+    let token = common::jwt::mint(&["sign", "HS256", secret, claims]);
     let ws_url = format!("ws://127.0.0.1:{}/", relay.port);
     let client = driver.session().await;
     client

@@ -11,14 +11,11 @@
 //! run on that thread's runtime); one semaphore bounds the calls in flight
 //! across the relay.
 
+use super::https::{self, HttpsClient};
 use super::verify::Grant;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper::{Request, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use std::cell::OnceCell;
 use std::sync::Arc;
@@ -55,25 +52,14 @@ pub struct Denied {
     pub reason: String,
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
 thread_local! {
     /// This thread's pool of keep-alive connections to the endpoint.
     static CLIENT: OnceCell<HttpsClient> = const { OnceCell::new() };
 }
 
-fn client() -> HttpsClient {
-    CLIENT.with(|c| {
-        c.get_or_init(|| {
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_webpki_roots()
-                .https_or_http()
-                .enable_http1()
-                .build();
-            Client::builder(TokioExecutor::new()).build(https)
-        })
-        .clone()
-    })
+/// This worker thread's client (clones share the pool).
+fn pooled() -> HttpsClient {
+    CLIENT.with(|c| c.get_or_init(https::client).clone())
 }
 
 impl Callback {
@@ -111,17 +97,9 @@ impl Callback {
             .request(ask)
             .map_err(|_| unavailable("a header the client sent cannot be forwarded"))?;
         let call = async {
-            let response = client()
-                .request(request)
+            https::exchange(&pooled(), request, MAX_BODY)
                 .await
-                .map_err(|e| unavailable(&why(&e)))?;
-            let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|_| unavailable("the answer's body could not be read"))?
-                .to_bytes();
-            Ok((status, body))
+                .map_err(|why| unavailable(&why))
         };
         let (status, body) = tokio::time::timeout(self.timeout, call)
             .await
@@ -159,15 +137,6 @@ fn unavailable(why: &str) -> Denied {
     Denied {
         status: 503,
         reason: format!("auth URL unavailable: {why}"),
-    }
-}
-
-/// The client error's kind, without the URL's secrets (none are logged:
-/// the reason names only what failed).
-fn why(e: &hyper_util::client::legacy::Error) -> String {
-    match e.is_connect() {
-        true => "cannot connect".into(),
-        false => "the exchange failed".into(),
     }
 }
 

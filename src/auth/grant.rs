@@ -16,6 +16,15 @@ impl Grant {
         })
     }
 
+    /// Whether the grant lets a client name `name` in a subscribe: whole
+    /// when it is a configured pattern, else as a concrete channel.
+    pub fn allows(&self, channels: &Channels, name: &[u8]) -> bool {
+        let whole = channels
+            .id_of(name)
+            .is_some_and(|id| channels.keys()[id as usize].pattern);
+        self.covers(name, whole)
+    }
+
     /// Whether every channel and key of `sel` is covered; `None` (every
     /// key the relay offers a client that chose nothing) must be covered
     /// whole. The error names the first that is not.

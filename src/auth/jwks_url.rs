@@ -3,11 +3,9 @@
 //! token names a `kid` the set lacks (at most once a minute). A fetch that
 //! fails keeps the keys in use.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Uri;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use super::https;
+use http_body_util::Empty;
+use hyper::{Request, Uri};
 use std::time::Duration;
 
 /// Largest JWK set read.
@@ -44,28 +42,14 @@ pub fn parse(url: &str) -> Result<Uri, String> {
 /// One fetch of the set (a client of its own: fetches are rare, and the
 /// first runs before the relay's runtime does).
 pub async fn fetch(url: &Uri) -> Result<Vec<u8>, String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let request = Request::get(url.clone())
+        .body(Empty::new())
+        .map_err(|e| format!("{url}: {e}"))?;
     let call = async {
-        let resp = client
-            .get(url.clone())
-            .await
-            .map_err(|e| match e.is_connect() {
-                true => "cannot connect".to_string(),
-                false => "the exchange failed".to_string(),
-            })?;
-        if !resp.status().is_success() {
-            return Err(format!("answered {}", resp.status().as_u16()));
+        match https::exchange(&https::client(), request, MAX_SET).await? {
+            (200..=299, body) => Ok(body.to_vec()),
+            (status, _) => Err(format!("answered {status}")),
         }
-        let body = Limited::new(resp.into_body(), MAX_SET)
-            .collect()
-            .await
-            .map_err(|_| "the body could not be read (over 1 MiB?)".to_string())?;
-        Ok(body.to_bytes().to_vec())
     };
     tokio::time::timeout(FETCH_TIMEOUT, call)
         .await

@@ -10,9 +10,11 @@
 //! - [`grant`]: whether a grant covers what a client asks to read.
 //! - [`callback`]: `-auth=url`, the application's endpoint deciding.
 //! - [`jwks_url`]: a JWK set fetched over HTTPS, and kept fresh.
+//! - [`https`]: the HTTP(S) client of both.
 
 pub mod callback;
 pub mod grant;
+pub mod https;
 pub mod jwks_url;
 pub mod keys;
 pub mod token;

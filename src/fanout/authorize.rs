@@ -7,7 +7,6 @@ use crate::auth::callback::{redact_query, Ask, Callback};
 use crate::auth::verify::{Grant, Verifier};
 use crate::ws::handshake::Accepted;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::{timeout_at, Instant};
 
 /// What the client may read, under `-auth` (`None` without it), or the
@@ -66,11 +65,4 @@ pub(crate) fn authenticate(acc: &Accepted, v: &Verifier, ctx: &Context) -> Resul
     };
     v.verify(&token)
         .map_err(|why| format!("invalid token: {why}"))
-}
-
-/// Unix seconds now.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

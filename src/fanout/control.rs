@@ -43,14 +43,9 @@ async fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
         return control::refused(why.reason(), &refused);
     }
     if let Some(grant) = c.grant().as_deref() {
-        let whole = |n: &String| {
-            channels
-                .id_of(n.as_bytes())
-                .is_some_and(|id| channels.keys()[id as usize].pattern)
-        };
         let denied: Vec<String> = names
             .iter()
-            .filter(|n| !grant.covers(n.as_bytes(), whole(n)))
+            .filter(|n| !grant.allows(channels, n.as_bytes()))
             .cloned()
             .collect();
         if !denied.is_empty() {

@@ -8,7 +8,6 @@
 //! connection. Everything here runs on the worker's own thread: `Rc` and
 //! `Cell`, no lock.
 
-use super::authorize;
 use super::conn::{Conn, Delivery, State, MAX_IOV};
 use super::context::Context;
 use super::hub::Message;
@@ -326,7 +325,8 @@ impl Worker {
         let Some(auth) = &self.ctx.cfg.auth else {
             return;
         };
-        let now = authorize::unix_now();
+        // The clock `exp` is checked by at the upgrade.
+        let now = jsonwebtoken::get_current_timestamp();
         let leeway = auth.rules.leeway;
         if now <= self.next_expiry.get().saturating_add(leeway) {
             return;

@@ -416,7 +416,7 @@ impl Config {
         )?)?
         .with_on_demand(a.rs_on_demand);
         let redis = RedisSettings::from_args(&a)?;
-        if redis.cluster && !a.rs_on_demand && channels.keys().iter().any(|k| k.pattern) {
+        if redis.cluster && channels.subscribes_patterns() {
             return Err("-rs-cluster relays channel names only (sharded pub/sub has no patterns), unless -rs-on-demand".into());
         }
         let publish_token = secret(&a.publish_token, PUBLISH_TOKEN_ENV);

@@ -193,7 +193,6 @@ impl Cluster {
             stats: self.stats.clone(),
             fatal: None,
             node: Some(node),
-            switches: None,
             demand: self.demand.clone(),
         }
     }

@@ -13,12 +13,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io::BufReader;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -40,9 +40,10 @@ pub struct Target {
     settings: RedisSettings,
     tls: Option<TlsConnector>,
     /// Under `-rs-sentinel`: how many times the Sentinels announced a new
-    /// primary, shared by every clone, so that a kept connection (the
-    /// publisher's) knows it points at the old one.
-    primaries: Arc<AtomicU64>,
+    /// primary, shared by every clone: the subscriber watches it, and a
+    /// kept connection (the publisher's) learns it points at the old one.
+    /// Without Sentinels it never changes.
+    primaries: Arc<watch::Sender<u64>>,
 }
 
 /// A connection to Redis, plain or TLS.
@@ -59,7 +60,7 @@ impl Target {
         Ok(Target {
             settings: settings.clone(),
             tls,
-            primaries: Arc::new(AtomicU64::new(0)),
+            primaries: Arc::new(watch::channel(0).0),
         })
     }
 
@@ -74,7 +75,7 @@ impl Target {
     }
 
     /// Counts the primaries announced by the Sentinels (see `primaries`).
-    pub fn primaries(&self) -> &Arc<AtomicU64> {
+    pub fn primaries(&self) -> &Arc<watch::Sender<u64>> {
         &self.primaries
     }
 

@@ -9,7 +9,6 @@ use super::resp::reply::{self, ReplyError};
 use super::resp::write::command;
 use bytes::BytesMut;
 use redis_protocol::resp2::types::BytesFrame;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
@@ -81,7 +80,7 @@ async fn publish_redis(
     let mut guard = conn.lock().await;
     let mut node: Option<(String, u16)> = None;
     let mut redirects = 0;
-    let primary = target.primaries().load(Relaxed);
+    let primary = *target.primaries().borrow();
     if guard.as_ref().is_some_and(|c| c.primary != primary) {
         *guard = None;
     }

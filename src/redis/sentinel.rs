@@ -11,7 +11,6 @@ use crate::ops::config::Sentinel;
 use bytes::{Buf, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
 use slog::{debug, info, Logger};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -93,19 +92,10 @@ async fn exchange(tcp: &mut TcpStream, cmd: &[u8]) -> Result<BytesFrame, Unknown
 /// Subscribes to `+switch-master` on one Sentinel after another, for as
 /// long as the relay runs, and bumps `switched` whenever the master name
 /// gets a new primary.
-pub async fn watch_switches(
-    s: Sentinel,
-    switched: watch::Sender<u64>,
-    primaries: Arc<AtomicU64>,
-    log: Logger,
-) {
+pub async fn watch_switches(s: Sentinel, switched: Arc<watch::Sender<u64>>, log: Logger) {
     let mut backoff = Backoff::new();
     for (host, port) in s.addrs.iter().cycle() {
-        let told = Told {
-            switched: &switched,
-            primaries: &primaries,
-        };
-        let why = match follow(&s, host, *port, &told, &log, &mut backoff).await {
+        let why = match follow(&s, host, *port, &switched, &log, &mut backoff).await {
             Ok(()) => continue,
             Err(why) => why,
         };
@@ -117,19 +107,12 @@ pub async fn watch_switches(
     }
 }
 
-/// Who is told of a new primary: the subscriber (a watch) and the kept
-/// connections (a counter).
-struct Told<'a> {
-    switched: &'a watch::Sender<u64>,
-    primaries: &'a AtomicU64,
-}
-
 /// One Sentinel's announcements, until its connection fails.
 async fn follow(
     s: &Sentinel,
     host: &str,
     port: u16,
-    told: &Told<'_>,
+    switched: &watch::Sender<u64>,
     log: &Logger,
     backoff: &mut Backoff,
 ) -> Result<(), String> {
@@ -154,8 +137,7 @@ async fn follow(
                 buf.advance(consumed);
                 if text.starts_with(&prefix) {
                     info!(log, "[redis] Sentinel {host}:{port}: +switch-master {text}");
-                    told.primaries.fetch_add(1, Relaxed);
-                    told.switched.send_modify(|n| *n += 1);
+                    switched.send_modify(|n| *n += 1);
                 }
             }
         }

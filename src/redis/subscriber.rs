@@ -48,8 +48,6 @@ pub struct Subscriber {
     pub node: Option<Node>,
     /// `-rs-on-demand`: the channels clients read under a pattern.
     pub demand: Option<Arc<Demand>>,
-    /// `-rs-sentinel`: changes when a Sentinel announces a new primary.
-    pub switches: Option<watch::Receiver<u64>>,
 }
 
 /// One cluster node and the channels whose slots it owns.
@@ -88,11 +86,12 @@ impl Subscriber {
     /// error.
     pub async fn run(mut self) {
         if let Some(s) = self.target.sentinel() {
-            let (tx, rx) = watch::channel(0);
             let primaries = self.target.primaries().clone();
-            let watching = sentinel::watch_switches(s.clone(), tx, primaries, self.log.clone());
-            tokio::spawn(watching);
-            self.switches = Some(rx);
+            tokio::spawn(sentinel::watch_switches(
+                s.clone(),
+                primaries,
+                self.log.clone(),
+            ));
         }
         let mut backoff = Backoff::new();
         let mut was_refused = false;
@@ -164,6 +163,7 @@ impl Subscriber {
             subscribed: &mut subscribed,
             reloads: &mut reloads,
             tracker: tracker.as_mut(),
+            primaries: self.target.primaries().subscribe(),
         };
         self.relay(&mut sock, backoff, &mut session)
             .await
@@ -211,7 +211,7 @@ impl Subscriber {
                     ping_sent = Some(Instant::now());
                     continue;
                 }
-                Ok(()) = switched(&mut self.switches) => {
+                Ok(()) = session.primaries.changed() => {
                     return Err(Failure::io("a Sentinel announced a new primary"));
                 }
                 cmds = next_commands(&mut session.tracker) => {
@@ -416,15 +416,9 @@ struct Session<'a> {
     subscribed: &'a mut Arc<Channels>,
     reloads: &'a mut watch::Receiver<u64>,
     tracker: Option<&'a mut Tracker>,
-}
-
-/// Resolves when a Sentinel announced a new primary; never without
-/// `-rs-sentinel`.
-async fn switched(rx: &mut Option<watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
-    match rx {
-        Some(rx) => rx.changed().await,
-        None => std::future::pending().await,
-    }
+    /// Changes when a Sentinel announces a new primary (never without
+    /// `-rs-sentinel`).
+    primaries: watch::Receiver<u64>,
 }
 
 /// The next on-demand commands; never, without `-rs-on-demand`.

@@ -119,7 +119,6 @@ pub fn build(
             stats: stats.clone(),
             fatal: Some(fatal_tx),
             node: None,
-            switches: None,
             demand,
         };
         (Some(source(sub)), Sink::Redis(Publisher::new(target)))

@@ -216,11 +216,7 @@ impl Main {
                 "[channels] SIGHUP: {e}; the channels stay as they were"
             ),
             Ok((_, 0, 0)) => info!(self.log, "[channels] SIGHUP: {file}: no change"),
-            Ok((new, _, _))
-                if self.cfg.redis.cluster
-                    && !new.on_demand()
-                    && new.live().any(|(_, k)| k.pattern) =>
-            {
+            Ok((new, _, _)) if self.cfg.redis.cluster && new.subscribes_patterns() => {
                 warn!(self.log, "[channels] SIGHUP: {file} lists patterns, which -rs-cluster cannot relay; the channels stay as they were")
             }
             Ok((new, added, removed)) => {

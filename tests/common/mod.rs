@@ -1,4 +1,5 @@
 #![allow(dead_code)]
 pub mod certs;
+pub mod jwt;
 pub mod redis;
 pub mod relay;
