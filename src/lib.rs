@@ -31,6 +31,7 @@ pub mod demand;
 pub mod fanout;
 /// Fuzz properties, shared by the `fuzz/` targets and `tests/fuzz_corpus.rs`.
 pub mod fuzzing;
+pub mod history;
 pub mod ingest;
 pub mod net;
 pub mod ops;

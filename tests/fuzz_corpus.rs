@@ -85,3 +85,8 @@ fn client_ip_corpus() {
 fn token_corpus() {
     replay("token", pubsocketd::fuzzing::token);
 }
+
+#[test]
+fn since_corpus() {
+    replay("since", pubsocketd::fuzzing::since);
+}

@@ -7,9 +7,11 @@ use super::authorize;
 use super::conn::{self, Conn, TcpReader, TcpWriter};
 use super::context::Context;
 use super::control;
+use super::resume::{self, Asked};
 use super::worker::Worker;
 use crate::auth::verify::Grant;
 use crate::channels::Selection;
+use crate::history::since;
 use crate::net::client_ip::Claimed;
 use crate::net::http;
 use crate::ws::decode::Violation;
@@ -62,7 +64,8 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
             // A task of its own: its future holds only what a live client
             // needs, not the handshake's (the task sized for the handshake
             // ends here and frees its memory).
-            tokio::task::spawn_local(attach(w, c, reader, TcpWriter(stream), buf));
+            let joined = attach(w, c, up.resume, reader, TcpWriter(stream), buf);
+            tokio::task::spawn_local(joined);
         }
         Some(acceptor) => {
             let mut tls = match timeout_at(deadline, acceptor.accept(stream)).await {
@@ -78,20 +81,27 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 .with_deflate(up.deflate)
                 .with_v1(up.v1)
                 .with_grant(up.grant);
-            tokio::task::spawn_local(attach(w, Rc::new(c), reader, writer, up.buf));
+            let joined = attach(w, Rc::new(c), up.resume, reader, writer, up.buf);
+            tokio::task::spawn_local(joined);
         }
     }
 }
 
-/// Registers an upgraded client with the worker for as long as it lives.
+/// Registers an upgraded client with the worker for as long as it lives,
+/// replaying first what its `since` asked for.
 async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(
     w: Rc<Worker>,
     c: Rc<Conn>,
+    asked: Asked,
     reader: R,
     writer: W,
     buf: BytesMut,
 ) {
     w.add(c.clone());
+    if !asked.is_empty() {
+        w.resume(&c, &asked);
+    }
+    drop(asked);
     let max = w.ctx.cfg.max_message;
     let on_message = Messages { w: &w, c: &c };
     let end = conn::run(&c, reader, writer, buf, max, on_message).await;
@@ -140,6 +150,8 @@ struct Upgraded {
     v1: bool,
     /// What its token grants (`-auth`).
     grant: Option<Box<Grant>>,
+    /// What its `since` asked to replay.
+    resume: Asked,
 }
 
 /// `[client][peer address]` for log lines: the client's address when a
@@ -192,6 +204,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
             selection,
             deflate,
             grant,
+            resume,
         }) => {
             let peer = peer_label(&acc.claimed, addr, ctx);
             let ext = deflate.then_some(deflate::RESPONSE);
@@ -215,6 +228,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
                 deflate,
                 v1,
                 grant,
+                resume,
             })
         }
         Err(refusal) => {
@@ -257,6 +271,7 @@ struct Admitted {
     selection: Option<Box<Selection>>,
     deflate: bool,
     grant: Option<Box<Grant>>,
+    resume: Asked,
 }
 
 /// Under `-rs-on-demand`, waits (within the handshake's deadline) until
@@ -314,6 +329,9 @@ async fn admit(
             .map_err(|why| refuse(403, why))?,
     }
     .map(Box::new);
+    let resume = since::from_query(&acc.query, ctx.cfg.max_channels)
+        .and_then(|asked| resume::resolve(&channels, selection.as_deref(), asked))
+        .map_err(|why| refuse(400, why))?;
     if !ctx.stats.try_open(ctx.cfg.max_connections) {
         let why = format!(
             "at capacity: -ws-max-connections is {}",
@@ -331,5 +349,6 @@ async fn admit(
         selection,
         deflate,
         grant: grant.map(Box::new),
+        resume,
     })
 }

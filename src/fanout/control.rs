@@ -5,27 +5,56 @@
 //! is queued ahead of any later message, so that every message published
 //! after the answer reaches the client (or, after `unsubscribed`, none of
 //! that channel does). Under `-rs-on-demand` the answer waits until Redis
-//! confirmed the new channels.
+//! confirmed the new channels. A `since` then replays, after the answer,
+//! what the client missed (see [`Worker::resume`]).
 
 use super::conn::Conn;
+use super::resume::{self, Asked};
 use super::worker::Worker;
+use crate::history::since::Point;
 use crate::ws::control::{self, Control};
 use crate::ws::decode::Violation;
 use crate::ws::frame;
+use bytes::Bytes;
 
 /// Applies one text message of a `pubsocketd.v1` client; an error closes
 /// the connection with its code.
 pub(crate) async fn apply(w: &Worker, c: &Conn, text: &[u8]) -> Result<(), Violation> {
-    let answer = match control::parse(text)? {
-        Control::Subscribe(names) => subscribe(w, c, &names).await,
-        Control::Unsubscribe(names) => unsubscribe(w, c, &names),
-        Control::Token(token) => refresh(w, c, &token)?,
+    let (answer, asked) = match control::parse(text)? {
+        Control::Subscribe { names, since } => subscribe(w, c, &names, since).await,
+        Control::Unsubscribe(names) => (unsubscribe(w, c, &names), Asked::new()),
+        Control::Token(token) => (refresh(w, c, &token)?, Asked::new()),
     };
+    // No wait between the selection's change and the replay: no batch can
+    // come in between.
     c.send_control(&frame::encode(frame::OP_TEXT, &answer));
+    if !asked.is_empty() {
+        w.resume(c, &asked);
+    }
     Ok(())
 }
 
-async fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
+/// A subscribe, and the replay its `since` asks for once it is done.
+async fn subscribe(
+    w: &Worker,
+    c: &Conn,
+    names: &[String],
+    since: Vec<(String, Point)>,
+) -> (Vec<u8>, Asked) {
+    if let Err(refused) = choose(w, c, names).await {
+        return (refused, Asked::new());
+    }
+    let channels = w.ctx.channels.get();
+    let asked = since
+        .into_iter()
+        .map(|(name, point)| (Bytes::from(name.into_bytes()), point))
+        .filter(|(ch, _)| resume::reads(&channels, c.selection().as_deref(), ch))
+        .collect();
+    (control::done("subscribed", names), asked)
+}
+
+/// Re-files the client under its new choice; the error is the refusal.
+async fn choose(w: &Worker, c: &Conn, names: &[String]) -> Result<(), Vec<u8>> {
     let channels = &w.ctx.channels.get();
     let current = c.selection().clone();
     let (mut keys, mut chosen) = match &current {
@@ -40,7 +69,7 @@ async fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
         }
     }
     if let Some(why) = why {
-        return control::refused(why.reason(), &refused);
+        return Err(control::refused(why.reason(), &refused));
     }
     if let Some(grant) = c.grant().as_deref() {
         let denied: Vec<String> = names
@@ -49,22 +78,22 @@ async fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
             .cloned()
             .collect();
         if !denied.is_empty() {
-            return control::refused("not granted by the token", &denied);
+            return Err(control::refused("not granted by the token", &denied));
         }
     }
     if current.is_none() && chosen.is_empty() {
         // It reads all of these already.
-        return control::done("subscribed", names);
+        return Ok(());
     }
     let sel = channels.selection(keys, chosen);
     let max = w.ctx.cfg.max_channels;
     if sel.keys.len() + sel.channels.len() > max {
         let why = format!("over -ws-max-channels ({max})");
-        return control::refused(&why, names);
+        return Err(control::refused(&why, names));
     }
     let Some(demand) = &w.ctx.demand else {
         w.reselect(c, Some(Box::new(sel)));
-        return control::done("subscribed", names);
+        return Ok(());
     };
     // On demand: answer only once Redis confirmed every channel, so that
     // whatever is published after the answer arrives.
@@ -76,10 +105,10 @@ async fn subscribe(w: &Worker, c: &Conn, names: &[String]) -> Vec<u8> {
         .is_err()
     {
         let why = format!("Redis did not confirm the subscription within {wait:?}");
-        return control::refused(&why, names);
+        return Err(control::refused(&why, names));
     }
     w.reselect(c, Some(Box::new(sel)));
-    control::done("subscribed", names)
+    Ok(())
 }
 
 /// `{"token":…}`: a new token for the connection. An invalid one is an

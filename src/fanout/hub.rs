@@ -7,6 +7,7 @@
 //! waiting subscriber stops reading Redis, which then buffers on its side.
 
 use crate::channels::KeySet;
+use crate::history::id::Stamp;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -36,6 +37,9 @@ pub struct Message {
     /// Whether clients that chose nothing receive it (not so, under
     /// `-rs-on-demand`, for a channel read under a pattern).
     pub everyone: bool,
+    /// Its ID (and its predecessor's) when history is on; the heartbeat
+    /// and messages relayed without history have none.
+    pub stamp: Option<Stamp>,
 }
 
 impl Message {

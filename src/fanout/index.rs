@@ -203,6 +203,7 @@ mod tests {
             keys: channels.keys_for(channel.as_bytes()),
             channel: Bytes::copy_from_slice(channel.as_bytes()),
             everyone: true,
+            stamp: None,
         }
     }
 

@@ -10,8 +10,10 @@
 
 use super::conn::{Conn, Delivery, State, MAX_IOV};
 use super::context::Context;
+use super::history::History;
 use super::hub::Message;
 use super::index::Index;
+use super::resume;
 use super::uring;
 use crate::channels::Selection;
 use crate::ops::config::Io;
@@ -22,6 +24,7 @@ use slog::{debug, info, warn};
 use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::sleep;
@@ -93,6 +96,8 @@ pub(crate) struct Worker {
     ring: RefCell<Option<uring::Ring>>,
     /// The sends of the batch being made (kept: its capacity is reused).
     sends: RefCell<Vec<uring::Send>>,
+    /// The last messages of each channel (`-history`).
+    history: RefCell<Option<History>>,
     /// This worker's index in `ctx.stats.workers`.
     id: usize,
 }
@@ -122,6 +127,7 @@ fn batchable(ring: &Option<uring::Ring>, c: &Conn) -> Option<std::os::fd::RawFd>
 impl Worker {
     pub(crate) fn new(id: usize, ctx: Arc<Context>) -> Worker {
         let ring = ring(id, &ctx);
+        let history = ctx.cfg.history.map(History::new);
         let next_ping = Instant::now() + ctx.cfg.ping_interval.unwrap_or_default();
         Worker {
             ctx,
@@ -137,6 +143,7 @@ impl Worker {
             next_expiry: Cell::new(u64::MAX),
             ring: RefCell::new(ring),
             sends: RefCell::new(Vec::new()),
+            history: RefCell::new(history),
             id,
         }
     }
@@ -167,6 +174,12 @@ impl Worker {
     /// have nothing queued are written in one batch of sends; everyone else
     /// (and everyone under `-io=epoll`) gets a `writev` of their own.
     pub(crate) fn fan_out(&self, batch: &[Message]) {
+        if let Some(history) = self.history.borrow_mut().as_mut() {
+            let now = Instant::now();
+            for m in batch {
+                history.keep(m, now);
+            }
+        }
         // The batch in each form a client may take: plain or enveloped
         // (`pubsocketd.v1`), each compressed or not. Built once per batch,
         // shared by every client that reads everything.
@@ -278,6 +291,7 @@ impl Worker {
         }
         let mut queued = 0;
         self.close_expired();
+        self.trim_history(now);
         let index = self.index.borrow();
         let mut ring = self.ring.borrow_mut();
         let mut sends = self.sends.borrow_mut();
@@ -316,6 +330,52 @@ impl Worker {
                 },
             );
         }
+    }
+
+    /// Drops what has aged past `-history-ttl`; the first worker reports
+    /// the size (every worker keeps the same messages).
+    fn trim_history(&self, now: Instant) {
+        if let Some(history) = self.history.borrow_mut().as_mut() {
+            history.trim(now);
+            if self.id == 0 {
+                let (messages, bytes) = history.size();
+                let h = &self.ctx.stats.history;
+                h.kept_messages.store(messages as u64, Relaxed);
+                h.kept_bytes.store(bytes as u64, Relaxed);
+            }
+        }
+    }
+
+    /// Replays to `c` the messages of each channel after its point, then
+    /// (to a `pubsocketd.v1` client) `{"channel":…,"recovered":…}`. Runs
+    /// between two batches, right after `c` joined the index or changed
+    /// its selection: nothing is missed or sent twice in between. The
+    /// writes are ordinary deliveries, under the same slow-client bound.
+    pub(crate) fn resume(&self, c: &Conn, asked: &resume::Asked) {
+        let history = self.history.borrow();
+        let mut tally = Tally::default();
+        for (channel, point) in asked {
+            let replay = match history.as_ref() {
+                Some(h) => h.replay(channel, *point, c.v1()),
+                None => Default::default(),
+            };
+            for chunk in replay.frames.chunks(MAX_IOV) {
+                let frames: Vec<&Bytes> = chunk.iter().collect();
+                let slices: Vec<IoSlice> = chunk.iter().map(|f| IoSlice::new(f)).collect();
+                let len = chunk.iter().map(Bytes::len).sum();
+                let delivery = c.deliver(&frames, &slices, len);
+                self.record(c, delivery, chunk.len(), len, &mut tally);
+            }
+            self.ctx
+                .stats
+                .history
+                .resumed(replay.frames.len(), replay.recovered);
+            if c.v1() {
+                let answer = resume::recovered(channel, replay.recovered);
+                c.send_control(&frame::encode(frame::OP_TEXT, &answer));
+            }
+        }
+        self.counters().add(tally.deliveries, tally.bytes);
     }
 
     /// Under `-auth`: closes with 4401 the clients whose token expired

@@ -1,7 +1,7 @@
 //! Fuzz property of the `pubsocketd.v1` control-message parser: any bytes
 //! are a control message or a close code; 1007 exactly when the text is
 //! not JSON; an accepted message (a subscribe, an unsubscribe or a token),
-//! written back as JSON, reads the same.
+//! written back as JSON, reads the same (a `since` point included).
 
 use crate::ws::control::{self, Control};
 
@@ -18,18 +18,30 @@ pub fn control(data: &[u8]) {
                     assert!(!t.is_empty());
                     serde_json::json!({ "token": t })
                 }
-                Control::Subscribe(names) | Control::Unsubscribe(names) => {
-                    let kind = match c {
-                        Control::Subscribe(_) => "subscribe",
-                        _ => "unsubscribe",
-                    };
-                    assert!(names.len() <= control::MAX_NAMES);
-                    assert!(names.iter().all(|n| !n.is_empty()));
-                    serde_json::json!({ kind: names })
+                Control::Subscribe { names, since } => {
+                    names_ok(names);
+                    assert!(since.iter().all(|(n, _)| names.contains(n)));
+                    let since: serde_json::Map<_, _> = since
+                        .iter()
+                        .map(|(n, p)| (n.clone(), p.to_string().into()))
+                        .collect();
+                    match since.is_empty() {
+                        true => serde_json::json!({ "subscribe": names }),
+                        false => serde_json::json!({ "subscribe": names, "since": since }),
+                    }
+                }
+                Control::Unsubscribe(names) => {
+                    names_ok(names);
+                    serde_json::json!({ "unsubscribe": names })
                 }
             };
             let again = serde_json::to_vec(&again).unwrap();
             assert_eq!(control::parse(&again).as_ref(), Ok(&c));
         }
     }
+}
+
+fn names_ok(names: &[String]) {
+    assert!(names.len() <= control::MAX_NAMES);
+    assert!(names.iter().all(|n| !n.is_empty()));
 }

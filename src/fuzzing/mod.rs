@@ -17,6 +17,7 @@
 //! | [`origin`] | [`crate::ws::origin::Origin`] and `OriginPolicy::check` |
 //! | [`client_ip`] | [`crate::net::client_ip::Claimed`]: `X-Real-IP` and `X-Forwarded-For` |
 //! | [`token`] | [`crate::auth::token::Presented::find`] and the channels check of [`crate::auth::verify::Grant`] |
+//! | [`since`] | message IDs ([`crate::history::id::Id::parse`]) and `?since=` ([`crate::history::since::from_query`]) |
 //! | [`flags`] | [`crate::ops::flags::normalize`] with the relay's flags |
 
 mod client_frames;
@@ -29,6 +30,7 @@ mod origin;
 mod resp;
 mod resp_request;
 mod rs_url;
+mod since;
 mod split;
 mod token;
 
@@ -42,4 +44,5 @@ pub use origin::origin;
 pub use resp::{resp, RESP_MAX_PAYLOAD};
 pub use resp_request::resp_request;
 pub use rs_url::rs_url;
+pub use since::since;
 pub use token::token;

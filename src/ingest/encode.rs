@@ -5,6 +5,7 @@
 
 use crate::channels::{Channels, KeySet, Live, Names};
 use crate::fanout::hub::Message;
+use crate::history::id::Stamp;
 use crate::ops::stats::Stats;
 use crate::ws::deflate::Deflater;
 use crate::ws::frame;
@@ -44,6 +45,9 @@ pub struct Encoder {
     deflate_min: Option<usize>,
     deflater: DeflaterCell,
     compressed: Vec<u8>,
+    /// History is on: every message gets the `pubsocketd.v1` envelope,
+    /// which a replay may need even while no such client is connected.
+    history: bool,
 }
 
 /// A per-encoder compressor; cloning an encoder starts a fresh one.
@@ -87,6 +91,7 @@ impl Encoder {
             deflate_min: None,
             deflater: DeflaterCell::default(),
             compressed: Vec::new(),
+            history: false,
         }
     }
 
@@ -101,6 +106,17 @@ impl Encoder {
 
     /// The message for `payload` published on `channel`, counted per key.
     pub fn encode(&mut self, channel: &[u8], payload: &[u8]) -> Result<Message, Rejected> {
+        self.encode_stamped(channel, payload, None)
+    }
+
+    /// As [`Encoder::encode`], for a message with an ID (history on): the
+    /// envelopes carry it.
+    pub fn encode_stamped(
+        &mut self,
+        channel: &[u8],
+        payload: &[u8],
+        stamp: Option<Stamp>,
+    ) -> Result<Message, Rejected> {
         let keys = self.channels().keys_for(channel);
         if keys.is_nothing() {
             return Err(Rejected::NoSubscriber);
@@ -112,14 +128,14 @@ impl Encoder {
         }
         // Envelopes for `pubsocketd.v1` clients, built only while one is
         // connected (with -ws-envelope the frame already is one).
-        let v1 = !self.envelope && self.stats.v1_clients.load(Relaxed) > 0;
+        let v1 = !self.envelope && (self.history || self.stats.v1_clients.load(Relaxed) > 0);
         let json = (self.json_only || self.envelope || v1) && is_json(payload);
         if self.json_only && !json {
             self.stats.count_dropped(&keys);
             return Err(Rejected::NotJson);
         }
         let opcode = if self.envelope {
-            self.envelope_body(channel, payload, json);
+            self.envelope_body(channel, payload, json, stamp);
             frame::OP_TEXT
         } else {
             frame::data_opcode(payload)
@@ -131,7 +147,7 @@ impl Encoder {
         let deflated = self.deflate(opcode, body, &keys);
         self.scratch = scratch;
         let (envelope, envelope_deflated) = match v1 {
-            true => self.v1_forms(channel, payload, json),
+            true => self.v1_forms(channel, payload, json, stamp),
             false => (None, None),
         };
         Ok(Message {
@@ -143,6 +159,7 @@ impl Encoder {
             keys,
             everyone: self.channels.reaches_everyone(channel),
             channel: self.names.0.get(channel),
+            stamp,
         })
     }
 
@@ -153,8 +170,9 @@ impl Encoder {
         channel: &[u8],
         payload: &[u8],
         json: bool,
+        stamp: Option<Stamp>,
     ) -> (Option<Bytes>, Option<Bytes>) {
-        self.envelope_body(channel, payload, json);
+        self.envelope_body(channel, payload, json, stamp);
         let scratch = std::mem::take(&mut self.scratch);
         let envelope = frame::encode(frame::OP_TEXT, &scratch);
         let wanted = self.stats.v1_deflate.load(Relaxed) > 0;
@@ -168,6 +186,12 @@ impl Encoder {
         };
         self.scratch = scratch;
         (Some(envelope), zipped)
+    }
+
+    /// Turns history on: every message is built with its envelope.
+    pub fn with_history(mut self, on: bool) -> Encoder {
+        self.history = on;
+        self
     }
 
     /// Turns permessage-deflate on: messages of at least `min` bytes are
@@ -188,14 +212,19 @@ impl Encoder {
         (out.len() < body.len()).then(|| frame::encode_deflated(opcode, out))
     }
 
-    /// `{"channel":…,"data":…}` into the scratch buffer: the payload as JSON
-    /// when it is JSON, as a string when it is text, else base64 under
-    /// `data_base64`.
-    fn envelope_body(&mut self, channel: &[u8], payload: &[u8], json: bool) {
+    /// `{"channel":…,"id":…,"data":…}` into the scratch buffer (`id` when
+    /// the message has one): the payload as JSON when it is JSON, as a
+    /// string when it is text, else base64 under `data_base64`.
+    fn envelope_body(&mut self, channel: &[u8], payload: &[u8], json: bool, stamp: Option<Stamp>) {
         let out = &mut self.scratch;
         out.clear();
         out.extend_from_slice(b"{\"channel\":");
         json_string(out, &String::from_utf8_lossy(channel));
+        if let Some(stamp) = stamp {
+            out.extend_from_slice(b",\"id\":\"");
+            stamp.id.write(out);
+            out.push(b'"');
+        }
         match (json, std::str::from_utf8(payload)) {
             (true, _) => {
                 out.extend_from_slice(b",\"data\":");
@@ -288,6 +317,31 @@ mod tests {
         let m = enveloped.encode(b"a", b"x").unwrap();
         assert_eq!(m.envelope, None, "the frame is the envelope");
         assert_eq!(m.form(false, true), Some(&m.frame));
+    }
+
+    #[test]
+    fn envelopes_carry_the_id_and_are_built_for_the_history() {
+        use crate::history::id::Id;
+        let mut e = encoder("a", false, false).with_history(true);
+        let stamp = Stamp {
+            id: Id::new(17, 3),
+            prev: Some(Id::new(17, 2)),
+        };
+        let m = e.encode_stamped(b"a", b"{\"n\":1}", Some(stamp)).unwrap();
+        assert_eq!(
+            text(&m),
+            "{\"n\":1}",
+            "the original's clients see the payload"
+        );
+        let env = m
+            .envelope
+            .as_ref()
+            .expect("built with no v1 client connected");
+        assert_eq!(&env[2..], br#"{"channel":"a","id":"17-3","data":{"n":1}}"#);
+        assert_eq!(m.stamp, Some(stamp));
+        let mut enveloped = encoder("a", true, false).with_history(true);
+        let m = enveloped.encode_stamped(b"a", b"x", Some(stamp)).unwrap();
+        assert_eq!(text(&m), r#"{"channel":"a","id":"17-3","data":"x"}"#);
     }
 
     #[test]

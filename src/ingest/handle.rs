@@ -3,10 +3,12 @@
 //! scratch buffers are per clone; everything else is shared).
 
 use super::encode::{Encoder, Rejected};
+use super::sequence::Sequencer;
 use crate::channels::Channels;
 use crate::fanout::hub::{Hub, Message};
 use crate::ops::stats::Stats;
 use std::sync::Arc;
+use tokio::sync::Mutex;
 
 /// Encoder, hub and counters: what every source needs to publish.
 #[derive(Clone)]
@@ -14,6 +16,10 @@ pub struct Ingest {
     encoder: Encoder,
     hub: Hub,
     stats: Arc<Stats>,
+    /// The relay's own IDs (history on, without streams). Held from the
+    /// ID to the hand-over, so that every worker receives the messages of
+    /// a channel in the order of their IDs, whichever source sent them.
+    sequencer: Option<Arc<Mutex<Sequencer>>>,
 }
 
 impl Ingest {
@@ -22,6 +28,23 @@ impl Ingest {
             encoder,
             hub,
             stats,
+            sequencer: None,
+        }
+    }
+
+    /// Gives every message an ID of the relay's own (`<epoch>-<seq>`).
+    pub fn with_sequencer(mut self) -> Ingest {
+        self.sequencer = Some(Arc::default());
+        self.encoder = self.encoder.with_history(true);
+        self
+    }
+
+    /// Continuity was lost (Redis reconnected): later IDs belong to a new
+    /// epoch, so that a client resuming across the gap hears that it may
+    /// have missed messages.
+    pub async fn new_epoch(&self) {
+        if let Some(s) = &self.sequencer {
+            s.lock().await.new_epoch();
         }
     }
 
@@ -33,9 +56,38 @@ impl Ingest {
     /// Relays `payload`, published on `channel`, to every client that
     /// reads that channel.
     pub async fn publish(&mut self, channel: &[u8], payload: &[u8]) -> Result<(), Rejected> {
-        let msg = self.encoder.encode(channel, payload)?;
+        self.relay(channel, payload, false).await.map(drop)
+    }
+
+    /// Encodes (with the next ID, under the sequencer) and hands over;
+    /// counts the receivers when asked.
+    async fn relay(
+        &mut self,
+        channel: &[u8],
+        payload: &[u8],
+        count: bool,
+    ) -> Result<u64, Rejected> {
+        let Some(sequencer) = &self.sequencer else {
+            let msg = self.encoder.encode(channel, payload)?;
+            let receivers = if count {
+                self.stats.clients_for(&msg.keys)
+            } else {
+                0
+            };
+            self.hub.publish(msg).await;
+            return Ok(receivers);
+        };
+        let mut seq = sequencer.lock().await;
+        let stamp = seq.peek(channel);
+        let msg = self.encoder.encode_stamped(channel, payload, Some(stamp))?;
+        seq.commit(channel, stamp);
+        let receivers = if count {
+            self.stats.clients_for(&msg.keys)
+        } else {
+            0
+        };
         self.hub.publish(msg).await;
-        Ok(())
+        Ok(receivers)
     }
 
     /// As [`Ingest::publish`], and says how many of this relay's clients
@@ -47,10 +99,7 @@ impl Ingest {
         channel: &[u8],
         payload: &[u8],
     ) -> Result<u64, Rejected> {
-        let msg = self.encoder.encode(channel, payload)?;
-        let receivers = self.stats.clients_for(&msg.keys);
-        self.hub.publish(msg).await;
-        Ok(receivers)
+        self.relay(channel, payload, true).await
     }
 
     /// Counts a message that was skipped before its payload was read (over

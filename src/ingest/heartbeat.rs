@@ -22,6 +22,7 @@ pub async fn run(ingest: Ingest, every: Duration) {
         keys: KeySet::Broadcast,
         channel: bytes::Bytes::new(),
         everyone: true,
+        stamp: None,
     };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {

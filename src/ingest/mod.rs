@@ -8,3 +8,4 @@ pub mod encode;
 pub(crate) mod handle;
 pub(crate) mod heartbeat;
 pub(crate) mod http_publish;
+pub mod sequence;

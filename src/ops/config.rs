@@ -4,6 +4,7 @@
 
 use super::auth_flags::{auth, Auth, Given};
 use crate::channels::Channels;
+use crate::history::Limits;
 use crate::net::client_ip::{TrustedProxies, DEFAULT_TRUSTED};
 use crate::ops::secret::Secret;
 use crate::ws::origin::{Origin, OriginPolicy};
@@ -51,6 +52,9 @@ pub const VALUE_FLAGS: &[&str] = &[
     "rs-max-payload",
     "rs-keepalive",
     "rs-on-demand-grace",
+    "history",
+    "history-bytes",
+    "history-ttl",
     "rs-url",
     "rs-user",
     "rs-password",
@@ -278,6 +282,18 @@ pub struct Args {
     /// subscribed, for a client that comes back (default 5s)
     #[argh(option, default = "Duration::from_secs(5)", from_str_fn(duration))]
     pub rs_on_demand_grace: Duration,
+    /// messages kept per channel, with IDs, for clients that resume with
+    /// since (default 0: off)
+    #[argh(option, default = "0")]
+    pub history: usize,
+    /// with -history: most bytes of messages kept, all channels together;
+    /// the oldest go first (default 64MiB)
+    #[argh(option, default = "64 << 20", from_str_fn(size))]
+    pub history_bytes: usize,
+    /// with -history: age past which a message is no longer kept (default
+    /// 0: no limit)
+    #[argh(option, default = "Duration::ZERO", from_str_fn(duration))]
+    pub history_ttl: Duration,
     /// serve POST /publish?channel=NAME on this address, e.g.
     /// 127.0.0.1:8081; needs -publish-token (default none: off)
     #[argh(option)]
@@ -383,6 +399,8 @@ pub struct Config {
     pub keepalive: Duration,
     /// `-rs-on-demand-grace`.
     pub on_demand_grace: Duration,
+    /// `-history`, `-history-bytes`, `-history-ttl`; `None`: off.
+    pub history: Option<Limits>,
     pub log_file: Option<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_level: slog::Level,
@@ -458,6 +476,7 @@ impl Config {
         if a.ws_queue_bytes == 0 || a.ws_max_message == 0 || a.rs_max_payload == 0 {
             return Err("sizes must be above 0".into());
         }
+        let history = history(&a)?;
         let workers = match a.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -488,6 +507,7 @@ impl Config {
             max_payload: a.rs_max_payload,
             keepalive: a.rs_keepalive,
             on_demand_grace: a.rs_on_demand_grace,
+            history,
             log_file: a.ps_log_file,
             tls,
             log_level: a.log_level,
@@ -499,6 +519,21 @@ impl Config {
             shutdown_timeout: a.shutdown_timeout,
         })
     }
+}
+
+/// The history's bounds, when it is on.
+fn history(a: &Args) -> Result<Option<Limits>, String> {
+    if a.history == 0 {
+        return Ok(None);
+    }
+    if a.history_bytes == 0 {
+        return Err("-history-bytes must be above 0".into());
+    }
+    Ok(Some(Limits {
+        per_channel: a.history,
+        bytes: a.history_bytes,
+        ttl: (!a.history_ttl.is_zero()).then_some(a.history_ttl),
+    }))
 }
 
 /// `-rs-channel` for the config line: the first 16 keys, then how many in
@@ -638,7 +673,7 @@ impl Config {
                 .map_or("none".into(), |p| p.display().to_string())
         };
         format!(
-            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-trusted-proxies={} auth={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-on-demand={} rs-max-payload={} rs-keepalive={:?} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
+            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-trusted-proxies={} auth={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-on-demand={} rs-max-payload={} rs-keepalive={:?} history={} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
             self.listen,
             self.route,
             opt(self.heartbeat),
@@ -666,6 +701,12 @@ impl Config {
             },
             self.max_payload,
             self.keepalive,
+            self.history.map_or("off".into(), |h| format!(
+                "{} per channel, {} bytes, ttl {}",
+                h.per_channel,
+                h.bytes,
+                opt(h.ttl)
+            )),
             path(&self.log_file),
             self.tls.as_ref().map_or("off".into(), |(c, _)| format!("on ({})", c.display())),
             self.log_level.as_str().to_ascii_lowercase(),
@@ -1090,7 +1131,7 @@ mod tests {
         for flag in VALUE_FLAGS {
             let value = match *flag {
                 "ws-port" | "rs-port" | "workers" | "ws-max-connections" | "broker-port"
-                | "ws-max-channels" => "1",
+                | "ws-max-channels" | "history" => "1",
                 "ws-trusted-proxies" => "10.0.0.0/8,::1",
                 "rs-sentinel" => "127.0.0.1:26379,[::1]:26380",
                 "rs-sentinel-master" => "mymaster",
@@ -1110,11 +1151,13 @@ mod tests {
                     || f.contains("timeout")
                     || f == "rs-keepalive"
                     || f.ends_with("grace")
-                    || f.ends_with("refresh") =>
+                    || f.ends_with("refresh")
+                    || f.ends_with("ttl") =>
                 {
                     "90s"
                 }
-                "ws-queue-bytes" | "ws-max-message" | "rs-max-payload" | "ws-deflate-min" => "1KiB",
+                "ws-queue-bytes" | "ws-max-message" | "rs-max-payload" | "ws-deflate-min"
+                | "history-bytes" => "1KiB",
                 "ws-host" | "rs-host" | "broker-host" => "127.0.0.1",
                 "rs-channel-file" => "/dev/null",
                 "ws-route" => "/x",

@@ -127,6 +127,7 @@ pub fn render(stats: &Stats, info: &Info) -> String {
     per_key(&mut e, stats, info);
     deliveries(&mut e, stats);
     redis(&mut e, stats, info);
+    history(&mut e, stats);
     e.out
 }
 
@@ -285,6 +286,41 @@ fn redis(e: &mut Exposition, stats: &Stats, info: &Info) {
             d.subscribed() as u64,
         );
     }
+}
+
+/// Replays and the history (`-history`).
+fn history(e: &mut Exposition, stats: &Stats) {
+    let h = &stats.history;
+    e.one(
+        "pubsocketd_replayed_messages_total",
+        "counter",
+        "Messages replayed to clients that resumed with since.",
+        load(&h.replayed),
+    );
+    e.one(
+        "pubsocketd_resumes_recovered_total",
+        "counter",
+        "Resumes (per channel) that received every message after their since.",
+        load(&h.recovered),
+    );
+    e.one(
+        "pubsocketd_resumes_not_recovered_total",
+        "counter",
+        "Resumes (per channel) told recovered:false: messages after their since were no longer kept.",
+        load(&h.not_recovered),
+    );
+    e.one(
+        "pubsocketd_history_messages",
+        "gauge",
+        "Messages kept for replay (sampled on the tick).",
+        load(&h.kept_messages),
+    );
+    e.one(
+        "pubsocketd_history_bytes",
+        "gauge",
+        "Bytes of frames kept for replay, counted once (sampled on the tick).",
+        load(&h.kept_bytes),
+    );
 }
 
 /// The label of a configured channel or pattern.

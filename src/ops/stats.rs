@@ -48,6 +48,8 @@ pub struct Stats {
     /// Set at start with `-broker=embedded`: ready without Redis.
     pub embedded: AtomicBool,
     pub workers: Box<[WorkerCounters]>,
+    /// Replays and what the history holds.
+    pub history: HistoryCounters,
     /// Per configured channel or pattern, in `-rs-channel` order.
     pub keys: Box<[KeyCounters]>,
 }
@@ -64,6 +66,30 @@ pub struct KeyCounters {
     /// compresses a message only when one of them, or of the clients that
     /// read everything, may want it).
     pub deflate: AtomicU64,
+}
+
+/// Replays (counted once per resume, not per message) and the size of the
+/// history (set on the first worker's tick: every worker keeps the same).
+#[derive(Debug, Default)]
+pub struct HistoryCounters {
+    /// Messages written from the history to resuming clients.
+    pub replayed: AtomicU64,
+    /// Resumes that ended `recovered: true`, and `false`.
+    pub recovered: AtomicU64,
+    pub not_recovered: AtomicU64,
+    pub kept_messages: AtomicU64,
+    pub kept_bytes: AtomicU64,
+}
+
+impl HistoryCounters {
+    /// Counts one channel's replay of `n` messages.
+    pub fn resumed(&self, n: usize, recovered: bool) {
+        self.replayed.fetch_add(n as u64, Relaxed);
+        match recovered {
+            true => self.recovered.fetch_add(1, Relaxed),
+            false => self.not_recovered.fetch_add(1, Relaxed),
+        };
+    }
 }
 
 /// One client in (+1) or out (-1) of a gauge.
@@ -125,6 +151,7 @@ impl Stats {
             v1_clients: AtomicU64::new(0),
             v1_deflate: AtomicU64::new(0),
             chosen_channels: Mutex::default(),
+            history: HistoryCounters::default(),
         }
     }
 

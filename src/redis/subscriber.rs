@@ -121,6 +121,9 @@ impl Subscriber {
     /// One connection, from connect to failure. Resets `backoff` once
     /// subscribed.
     pub async fn session(&mut self, backoff: &mut Backoff) -> Result<Infallible, Failure> {
+        // What Redis published while no session read it is gone: IDs of the
+        // relay's own start a new epoch.
+        self.ingest.new_epoch().await;
         let (addr, connecting) = match &self.node {
             None => (self.target.describe(), self.target.connect().await),
             Some(n) => (

@@ -71,7 +71,10 @@ pub fn build(
     )
     .with_deflate(cfg.deflate);
     let (hub, receivers) = Hub::new(cfg.workers);
-    let ingest = Ingest::new(encoder, hub, stats.clone());
+    let mut ingest = Ingest::new(encoder, hub, stats.clone());
+    if cfg.history.is_some() {
+        ingest = ingest.with_sequencer();
+    }
     let demand = cfg
         .channels
         .on_demand()

@@ -1,18 +1,24 @@
 //! The control messages of the `pubsocketd.v1` subprotocol: what a client
 //! may send (JSON text) and the relay's answers.
 //!
-//! `{"subscribe":["a","b"]}`, `{"unsubscribe":["a"]}` and, under `-auth`,
-//! `{"token":"<JWT>"}` (a refresh) are understood.
+//! `{"subscribe":["a","b"]}` (with, optionally, `"since":{"a":"<id>"}`: the
+//! point to resume each channel after), `{"unsubscribe":["a"]}` and, under
+//! `-auth`, `{"token":"<JWT>"}` (a refresh) are understood.
 //! Text that is not JSON closes the connection with 1007; JSON of any other
 //! shape (another key, a value that is not a list of strings) with 1008.
 
 use super::decode::Violation;
-use serde_json::Value;
+use crate::history::since::Point;
+use serde_json::{Map, Value};
 
 /// A control message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
-    Subscribe(Vec<String>),
+    /// Channels to read, and where to resume some of them.
+    Subscribe {
+        names: Vec<String>,
+        since: Vec<(String, Point)>,
+    },
     Unsubscribe(Vec<String>),
     /// A new token, to replace the one the client connected with.
     Token(String),
@@ -29,16 +35,32 @@ pub fn parse(text: &[u8]) -> Result<Control, Violation> {
     };
     let shape = |reason| Violation { code: 1008, reason };
     let value: Value = serde_json::from_slice(text).map_err(|_| not_json)?;
-    let Value::Object(map) = value else {
+    let Value::Object(mut map) = value else {
         return Err(shape("a control message is a JSON object"));
+    };
+    let since = match map.remove("since") {
+        None => Vec::new(),
+        Some(Value::Object(since)) => {
+            points(since).ok_or(shape("since maps channels to an ID or \"last\""))?
+        }
+        Some(_) => return Err(shape("since is an object")),
     };
     let mut fields = map.into_iter();
     let (Some((key, list)), None) = (fields.next(), fields.next()) else {
         return Err(shape("a control message has exactly one field"));
     };
     let names = |list| names(list).ok_or(shape("channels are a list of strings"));
+    if !since.is_empty() && key != "subscribe" {
+        return Err(shape("since goes with subscribe"));
+    }
     match (key.as_str(), list) {
-        ("subscribe", list) => Ok(Control::Subscribe(names(list)?)),
+        ("subscribe", list) => {
+            let names = names(list)?;
+            if since.iter().any(|(n, _)| !names.contains(n)) {
+                return Err(shape("since names a channel the subscribe does not"));
+            }
+            Ok(Control::Subscribe { names, since })
+        }
         ("unsubscribe", list) => Ok(Control::Unsubscribe(names(list)?)),
         ("token", Value::String(t)) if !t.is_empty() => Ok(Control::Token(t)),
         ("token", _) => Err(shape("a token is a non-empty string")),
@@ -58,6 +80,17 @@ fn names(list: Value) -> Option<Vec<String>> {
         .into_iter()
         .map(|v| match v {
             Value::String(s) if !s.is_empty() => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `{"a":"<id>","b":"last"}`: each value a point to resume after.
+fn points(since: Map<String, Value>) -> Option<Vec<(String, Point)>> {
+    since
+        .into_iter()
+        .map(|(name, v)| match v {
+            Value::String(p) => Some((name, Point::parse(p.as_bytes())?)),
             _ => None,
         })
         .collect()
@@ -86,7 +119,21 @@ mod tests {
     fn the_two_shapes_and_their_refusals() {
         assert_eq!(
             parse(br#"{"subscribe":["a","b.c"]}"#),
-            Ok(Control::Subscribe(vec!["a".into(), "b.c".into()]))
+            Ok(Control::Subscribe {
+                names: vec!["a".into(), "b.c".into()],
+                since: vec![]
+            })
+        );
+        use crate::history::id::Id;
+        assert_eq!(
+            parse(br#"{"since":{"a":"5-1","b":"last"},"subscribe":["a","b"]}"#),
+            Ok(Control::Subscribe {
+                names: vec!["a".into(), "b".into()],
+                since: vec![
+                    ("a".into(), Point::After(Id::new(5, 1))),
+                    ("b".into(), Point::Last)
+                ]
+            })
         );
         assert_eq!(
             parse(br#" {"unsubscribe":[]} "#),
@@ -104,6 +151,12 @@ mod tests {
             (br#"{"publish":["a"]}"#, 1008),
             (br#"{"token":""}"#, 1008),
             (br#"{"token":["a"]}"#, 1008),
+            (br#"{"subscribe":["a"],"since":{"b":"1-1"}}"#, 1008),
+            (br#"{"subscribe":["a"],"since":{"a":"x"}}"#, 1008),
+            (br#"{"subscribe":["a"],"since":{"a":1}}"#, 1008),
+            (br#"{"subscribe":["a"],"since":["a"]}"#, 1008),
+            (br#"{"unsubscribe":["a"],"since":{"a":"1-1"}}"#, 1008),
+            (br#"{"since":{}}"#, 1008),
         ] {
             assert_eq!(parse(bad).unwrap_err().code, code, "{bad:?}");
         }
