@@ -133,25 +133,31 @@ impl Drop for ChromeDriver {
     }
 }
 
-/// Serves `client/index.html` (and 404 for anything else) on a free port
-/// of 127.0.0.1 from a background thread; returns the port.
+/// Serves `client/index.html` and `client/pubsocketd.js` (and 404 for
+/// anything else) on a free port of 127.0.0.1 from a background thread;
+/// returns the port.
 fn serve_page() -> u16 {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("client/index.html");
-    let page = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let read = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("client")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    };
+    let files = std::sync::Arc::new((read("index.html"), read("pubsocketd.js")));
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page server");
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let page = page.clone();
+            let files = files.clone();
             // One thread per connection: the browser may open a socket it
             // never sends on.
-            std::thread::spawn(move || answer(stream, &page));
+            std::thread::spawn(move || answer(stream, &files.0, &files.1));
         }
     });
     port
 }
 
-fn answer(mut stream: TcpStream, page: &[u8]) {
+fn answer(mut stream: TcpStream, page: &[u8], module: &[u8]) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
@@ -166,6 +172,8 @@ fn answer(mut stream: TcpStream, page: &[u8]) {
     let path = target.split('?').next().unwrap_or("");
     let (status, kind, body): (&str, &str, &[u8]) = match path {
         "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", page),
+        // A module script needs a JavaScript MIME type, or Chromium refuses it.
+        "/pubsocketd.js" => ("200 OK", "text/javascript; charset=utf-8", module),
         _ => ("404 Not Found", "text/plain", b"not found\n"),
     };
     let response = format!(
@@ -177,13 +185,13 @@ fn answer(mut stream: TcpStream, page: &[u8]) {
 }
 
 /// What the page shows: `#state`, `#detail`, `#url`, and each message's
-/// tag, `data-raw` and text.
+/// tag, `data-raw`, text and class.
 #[derive(Debug)]
 struct View {
     state: String,
     detail: String,
     url: String,
-    messages: Vec<(String, String, String)>,
+    messages: Vec<(String, String, String, String)>,
 }
 
 async fn view(client: &Client) -> View {
@@ -196,7 +204,8 @@ async fn view(client: &Client) -> View {
               detail: text("detail"),
               url: text("url"),
               messages: Array.from(document.querySelectorAll("#feedback .message"))
-                .map((e) => [e.tagName.toLowerCase(), e.getAttribute("data-raw"), e.textContent]),
+                .map((e) => [e.tagName.toLowerCase(), e.getAttribute("data-raw"), e.textContent,
+                             e.className]),
             };
             "##,
             vec![],
@@ -210,7 +219,7 @@ async fn view(client: &Client) -> View {
         .iter()
         .map(|m| {
             let f = |i: usize| m[i].as_str().unwrap_or_default().to_string();
-            (f(0), f(1), f(2))
+            (f(0), f(1), f(2), f(3))
         })
         .collect();
     View {
@@ -467,6 +476,99 @@ async fn demo_page_with_a_token() {
         .all()
         .iter()
         .all(|l| !l.contains(&token[token.len() - 20..])));
+    client.close().await.expect("end the browser session");
+    drop(driver);
+}
+
+/// Types `name` in the v1 page's box and presses its `verb` button.
+async fn use_box(client: &Client, verb: &str, name: &str) {
+    client
+        .execute(
+            "document.getElementById('channel').value = arguments[0];\n\
+             document.getElementById(arguments[1]).click();",
+            vec![name.into(), verb.into()],
+        )
+        .await
+        .expect("use the box");
+}
+
+/// Runs `script` in the page; its return value.
+async fn eval(client: &Client, script: &str) -> Value {
+    client
+        .execute(script, vec![])
+        .await
+        .unwrap_or_else(|e| panic!("run {script:?} in the page: {e}"))
+}
+
+/// Loads the v1 page on `ws_url` (which names `news` in its query) and
+/// subscribes `user.9` through the box, so that the page (through
+/// `client/pubsocketd.js`) reads one channel from its URL and one by a
+/// `subscribe` message.
+async fn open_v1_page(client: &Client, origin: &str, ws_url: &str) {
+    client
+        .goto(&format!("{origin}/index.html?protocol=v1&url={ws_url}"))
+        .await
+        .expect("load the page");
+    wait_view(client, "state open", |v| v.state == "open").await;
+    use_box(client, "subscribe", "user.9").await;
+    wait_view(client, "the subscribed answer", |v| v.messages.len() == 1).await;
+}
+
+/// Without history (nothing to resume): after a drop the module reconnects
+/// with backoff, the URL's channel is read again and the channel
+/// subscribed by message is subscribed again; what was published while it
+/// was down is not shown (Pub/Sub keeps nothing), and no recovery line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_resubscribes_after_a_drop() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let relay = Relay::start(&[
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &redis.port().to_string(),
+        "-rs-channel=news,user.*",
+        "-log-level=debug",
+    ]);
+    relay.wait_subscribed(1);
+    let ws_url = format!("ws://127.0.0.1:{}/?channel=news", relay.port);
+    let client = driver.session().await;
+    open_v1_page(&client, &origin, &ws_url).await;
+    redis.publish("news", b"\"a1\"");
+    redis.publish("user.9", b"\"b1\"");
+    wait_view(&client, "two messages", |v| v.messages.len() == 3).await;
+
+    eval(&client, "pubsocketd.drop(1500);").await;
+    wait_view(&client, "reconnecting", |v| {
+        v.state.starts_with("reconnecting in")
+    })
+    .await;
+    wait_log(&relay, "[disconnect]");
+    assert_eq!(redis.publish("news", b"\"lost\""), 1);
+    let v = wait_view(&client, "subscribed again", |v| {
+        v.state == "open" && v.messages.len() == 4
+    })
+    .await;
+    assert_eq!(v.messages[3].1, r#"{"subscribed":["user.9"]}"#, "{v:#?}");
+    assert_eq!(relay.stdout.count("[connect] OK"), 2);
+    redis.publish("news", b"\"a2\"");
+    redis.publish("user.9", b"\"b2\"");
+    let v = wait_view(&client, "two more", |v| v.messages.len() == 6).await;
+    let raws: Vec<&str> = v.messages.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!(
+        raws,
+        [
+            r#"{"subscribed":["user.9"]}"#,
+            r#"{"channel":"news","data":"a1"}"#,
+            r#"{"channel":"user.9","data":"b1"}"#,
+            r#"{"subscribed":["user.9"]}"#,
+            r#"{"channel":"news","data":"a2"}"#,
+            r#"{"channel":"user.9","data":"b2"}"#,
+        ]
+    );
+    assert_eq!(eval(&client, "return pubsocketd.duplicates;").await, 0);
     client.close().await.expect("end the browser session");
     drop(driver);
 }
