@@ -500,6 +500,60 @@ async fn eval(client: &Client, script: &str) -> Value {
         .unwrap_or_else(|e| panic!("run {script:?} in the page: {e}"))
 }
 
+/// A message of the feed, read back from its `data-raw`.
+#[derive(Debug, PartialEq)]
+enum Entry {
+    /// An envelope: channel, data, id.
+    Message(String, Value, Option<String>),
+    /// `{"channel":…,"recovered":…}`, shown with this class.
+    Recovered(String, bool, String),
+    /// Anything else (the relay's answers), as JSON.
+    Other(Value),
+}
+
+fn entries(v: &View) -> Vec<Entry> {
+    v.messages
+        .iter()
+        .map(|(_, raw, _, class)| {
+            let j: Value = serde_json::from_str(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            let channel = j["channel"].as_str().map(str::to_string);
+            match (channel, j.get("recovered")) {
+                (Some(c), Some(r)) => Entry::Recovered(c, r.as_bool().unwrap(), class.clone()),
+                (Some(c), None) => {
+                    let id = j
+                        .get("id")
+                        .map(|id| id.as_str().expect("id is a string").into());
+                    Entry::Message(c, j["data"].clone(), id)
+                }
+                (None, _) => Entry::Other(j),
+            }
+        })
+        .collect()
+}
+
+/// The data of `channel`'s messages, in the order shown.
+fn shown(entries: &[Entry], channel: &str) -> Vec<Value> {
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Message(c, data, _) if c == channel => Some(data.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where the first entry that `is` sits in the feed.
+fn position(entries: &[Entry], is: impl Fn(&Entry) -> bool) -> usize {
+    entries
+        .iter()
+        .position(is)
+        .unwrap_or_else(|| panic!("not in the feed: {entries:#?}"))
+}
+
+fn is_data<'a>(channel: &'a str, data: &'a str) -> impl Fn(&Entry) -> bool + 'a {
+    move |e| matches!(e, Entry::Message(c, d, _) if c == channel && d == data)
+}
+
 /// Loads the v1 page on `ws_url` (which names `news` in its query) and
 /// subscribes `user.9` through the box, so that the page (through
 /// `client/pubsocketd.js`) reads one channel from its URL and one by a
@@ -569,6 +623,154 @@ async fn module_resubscribes_after_a_drop() {
         ]
     );
     assert_eq!(eval(&client, "return pubsocketd.duplicates;").await, 0);
+    client.close().await.expect("end the browser session");
+    drop(driver);
+}
+
+/// With `-history`: a drop, then publishes while the page is down; on
+/// reconnect the module asks for what it missed (`since=news:<id>` in the
+/// URL, `"since":{"user.9":…}` in its `subscribe`), and the page shows
+/// every message exactly once, in order, then a "recovered" line per
+/// channel, then live messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_resumes_after_a_drop_with_history() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let relay = Relay::start(&[
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &redis.port().to_string(),
+        "-rs-channel=news,user.*",
+        "-history=100",
+        "-log-level=debug",
+    ]);
+    relay.wait_subscribed(1);
+    let ws_url = format!("ws://127.0.0.1:{}/?channel=news", relay.port);
+    let client = driver.session().await;
+    open_v1_page(&client, &origin, &ws_url).await;
+    redis.publish("news", b"\"n1\"");
+    redis.publish("user.9", b"\"u1\"");
+    wait_view(&client, "two messages", |v| v.messages.len() == 3).await;
+
+    eval(&client, "pubsocketd.drop(2000);").await;
+    wait_view(&client, "reconnecting", |v| {
+        v.state.starts_with("reconnecting in")
+    })
+    .await;
+    wait_log(&relay, "[disconnect]");
+    for (channel, data) in [("news", "n2"), ("user.9", "u2"), ("news", "n3")] {
+        assert_eq!(redis.publish(channel, format!("\"{data}\"").as_bytes()), 1);
+    }
+    let recovered = |v: &View| {
+        v.messages
+            .iter()
+            .filter(|m| m.3.contains("recovered"))
+            .count()
+    };
+    wait_view(&client, "two recovery lines", |v| recovered(v) == 2).await;
+    redis.publish("news", b"\"n4\"");
+    let v = wait_view(&client, "n4", |v| {
+        v.messages.iter().any(|m| m.1.contains("n4"))
+    })
+    .await;
+    let e = entries(&v);
+
+    assert_eq!(shown(&e, "news"), ["n1", "n2", "n3", "n4"], "{e:#?}");
+    assert_eq!(shown(&e, "user.9"), ["u1", "u2"], "{e:#?}");
+    let mut ids: Vec<&str> = e
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Message(c, _, id) => Some(
+                id.as_deref()
+                    .unwrap_or_else(|| panic!("{c}: no id under -history")),
+            ),
+            _ => None,
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "{e:#?}");
+    for channel in ["news", "user.9"] {
+        let line = Entry::Recovered(channel.into(), true, "message recovered".into());
+        let at = position(&e, |x| *x == line);
+        // After the replay, before live messages.
+        let replayed = if channel == "news" { "n3" } else { "u2" };
+        assert!(position(&e, is_data(channel, replayed)) < at, "{e:#?}");
+        if channel == "news" {
+            assert!(at < position(&e, is_data("news", "n4")), "{e:#?}");
+        }
+    }
+    assert!(v.detail.contains(": recovered"), "{v:#?}");
+    assert_eq!(eval(&client, "return pubsocketd.duplicates;").await, 0);
+    assert_eq!(relay.stdout.count("[connect] OK"), 2);
+    let shot = screenshot(&client, "browser-v1-recovered.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    client.close().await.expect("end the browser session");
+    drop(driver);
+}
+
+/// A relay restarted on the same port has lost its history (Pub/Sub
+/// keeps nothing): the module's `since` cannot be honoured and the page
+/// shows a "not recovered" line for each channel, then live messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_not_recovered_after_a_relay_restart() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let ws_port = format!("-ws-port={}", free_port());
+    let rs_port = redis.port().to_string();
+    let args = [
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &rs_port,
+        "-rs-channel=news,user.*",
+        "-history=100",
+        &ws_port,
+    ];
+    let relay = Relay::start(&args);
+    relay.wait_subscribed(1);
+    let ws_url = format!("ws://127.0.0.1:{}/?channel=news", relay.port);
+    let client = driver.session().await;
+    open_v1_page(&client, &origin, &ws_url).await;
+    redis.publish("news", b"\"n1\"");
+    redis.publish("user.9", b"\"u1\"");
+    wait_view(&client, "two messages", |v| v.messages.len() == 3).await;
+
+    drop(relay);
+    wait_view(&client, "the close", |v| {
+        v.detail.contains("closed (code 1006)")
+    })
+    .await;
+    let relay = Relay::start(&args);
+    relay.wait_subscribed(1);
+    let lost = |v: &View| {
+        v.messages
+            .iter()
+            .filter(|m| m.3.contains("not-recovered"))
+            .count()
+    };
+    wait_view(&client, "two not-recovered lines", |v| lost(v) == 2).await;
+    redis.publish("news", b"\"n2\"");
+    let v = wait_view(&client, "n2", |v| {
+        v.messages.iter().any(|m| m.1.contains("n2"))
+    })
+    .await;
+    let e = entries(&v);
+    assert_eq!(shown(&e, "news"), ["n1", "n2"], "{e:#?}");
+    assert_eq!(shown(&e, "user.9"), ["u1"], "{e:#?}");
+    for channel in ["news", "user.9"] {
+        let line = Entry::Recovered(channel.into(), false, "message not-recovered".into());
+        assert!(position(&e, |x| *x == line) < position(&e, is_data("news", "n2")));
+    }
+    assert!(v.detail.contains("not recovered"), "{v:#?}");
+    assert_eq!(eval(&client, "return pubsocketd.duplicates;").await, 0);
+    let shot = screenshot(&client, "browser-v1-not-recovered.png").await;
+    eprintln!("screenshot: {}", shot.display());
     client.close().await.expect("end the browser session");
     drop(driver);
 }
