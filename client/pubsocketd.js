@@ -274,14 +274,17 @@ export class PubSocket {
     this.#retryTimer = setTimeout(() => this.#connect(), delay);
   }
 
-  /** Refreshes the token in place before its `exp`: a minute early, or halfway for a short one. */
+  /**
+   * Refreshes the token in place before its `exp`: a minute early, or halfway
+   * for a short one (and so again halfway after a failure, at most once a second).
+   */
   #scheduleRefresh() {
     clearTimeout(this.#refreshTimer);
     const exp = this.#options.getToken && this.#token && jwtExp(this.#token);
     if (!exp) return;
     const left = exp * 1000 - Date.now();
-    if (left <= 0) return; // a 4401 close will follow, then a reconnect with a new token
-    const delay = Math.min(MAX_TIMEOUT, left - Math.min(60000, left / 2));
+    if (left <= 1000) return; // a 4401 close will follow, then a reconnect with a new token
+    const delay = Math.min(MAX_TIMEOUT, Math.max(1000, left - Math.min(60000, left / 2)));
     this.#refreshTimer = setTimeout(() => this.#refresh(), delay);
   }
 

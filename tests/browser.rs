@@ -774,3 +774,153 @@ async fn module_not_recovered_after_a_relay_restart() {
     client.close().await.expect("end the browser session");
     drop(driver);
 }
+
+/// Under `-auth=jwt`, three `PubSocket`s made in the page with a short
+/// token and a `getToken`: one refreshes in place before `exp` and stays;
+/// one whose `getToken` fails until `exp` is closed with 4401 and comes
+/// back with a fresh token; one refreshed to a token that no longer covers
+/// its channel is closed with 4403 and does not retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_refreshes_its_token() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let secret = "browser-test-secret-0123456789abcdef";
+    let relay = Relay::start(&[
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &redis.port().to_string(),
+        "-rs-channel=news,user.*",
+        "-auth=jwt",
+        &format!("-auth-jwt-secret={secret}"),
+        "-auth-leeway=0s",
+    ]);
+    relay.wait_subscribed(1);
+    let mint = |claims: &str| common::jwt::mint(&["sign", "HS256", secret, claims]);
+    let long = mint(r#"{"sub":"long","exp":"+3600","channels":["news","user.*"]}"#);
+    let narrow = mint(r#"{"sub":"narrow","exp":"+3600","channels":["alerts"]}"#);
+    let ws_url = format!("ws://127.0.0.1:{}/?channel=news", relay.port);
+    let client = driver.session().await;
+    // Any page of the origin will do: this one speaks the original's
+    // protocol to a relay that refuses it a token (401), which leaves the
+    // three clients below on their own.
+    client
+        .goto(&format!("{origin}/index.html?url={ws_url}"))
+        .await
+        .expect("load the page");
+    let short = |sub: &str| {
+        mint(&format!(
+            r#"{{"sub":"{sub}","exp":"+6","channels":["news","user.*"]}}"#
+        ))
+    };
+    let shorts = [short("refresh"), short("lapse"), short("narrowed")];
+    let made = Instant::now();
+    client
+        .execute(
+            r#"
+            const [url, refresh, lapse, narrowed, long, narrow] = arguments;
+            return (async () => {
+              const { PubSocket, jwtExp } = await import("./pubsocketd.js");
+              window.log = { refresh: [], lapse: [], narrowed: [] };
+              const record = (name) => ({
+                onState: (s, i) => window.log[name].push(s === "closed" || s === "stopped" ? s + " " + i.code : s),
+                onAnswer: (a) => window.log[name].push("answer " + Object.keys(a)[0]),
+                onMessage: (c, d) => window.log[name].push("message " + c + " " + d),
+                onError: (e) => window.log[name].push("error " + e.message),
+              });
+              const expired = jwtExp(lapse) * 1000;
+              window.clients = {
+                refresh: new PubSocket(url, { token: refresh, getToken: async () => long,
+                                              channels: ["user.9"], ...record("refresh") }),
+                lapse: new PubSocket(url, { token: lapse, ...record("lapse"), getToken: async () => {
+                  if (Date.now() < expired) throw new Error("offline");
+                  return long;
+                } }),
+                narrowed: new PubSocket(url, { token: narrowed, getToken: async () => narrow,
+                                               ...record("narrowed") }),
+              };
+            })();
+            "#,
+            vec![
+                ws_url.clone().into(),
+                shorts[0].clone().into(),
+                shorts[1].clone().into(),
+                shorts[2].clone().into(),
+                long.clone().into(),
+                narrow.into(),
+            ],
+        )
+        .await
+        .expect("make the clients");
+    let log = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            let v = eval(&client, &format!("return window.log.{name};")).await;
+            let lines = v.as_array().expect("a log").iter();
+            lines
+                .map(|l| l.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let lapse = log("lapse").await;
+        let back = lapse
+            .iter()
+            .skip_while(|l| *l != "closed 4401")
+            .any(|l| l == "open");
+        let narrowed = log("narrowed").await;
+        if back && narrowed.iter().any(|l| l == "stopped 4403") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{lapse:?} {narrowed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past exp and a worker's tick (5 s): the refreshed client is still open.
+    let past = made + Duration::from_secs(6 + 6);
+    tokio::time::sleep(past.saturating_duration_since(Instant::now())).await;
+    redis.publish("news", b"\"after\"");
+    redis.publish("user.9", b"\"for 9\"");
+    let deadline = Instant::now() + PATIENCE;
+    let (refresh, lapse) = loop {
+        let (refresh, lapse) = (log("refresh").await, log("lapse").await);
+        if refresh.len() >= 6 && lapse.iter().any(|l| l.starts_with("message")) {
+            break (refresh, lapse);
+        }
+        assert!(Instant::now() < deadline, "{refresh:?} {lapse:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        refresh,
+        [
+            "connecting",
+            "open",
+            "answer subscribed",
+            "answer refreshed",
+            "message news after",
+            "message user.9 for 9",
+        ]
+    );
+    assert!(lapse.iter().any(|l| l == "error offline"), "{lapse:?}");
+    assert_eq!(lapse.last().unwrap(), "message news after", "{lapse:?}");
+    let narrowed = log("narrowed").await;
+    assert_eq!(
+        narrowed,
+        ["connecting", "open", "closed 4403", "stopped 4403"],
+        "{narrowed:?}"
+    );
+    let connects = |sub: &str| relay.stdout.count(&format!("[connect] OK sub=\"{sub}\""));
+    assert_eq!(
+        (connects("refresh"), connects("lapse"), connects("narrowed")),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        connects("long"),
+        1,
+        "the lapsed client came back with the long token"
+    );
+    client.close().await.expect("end the browser session");
+    drop(driver);
+}
