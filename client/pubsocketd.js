@@ -21,7 +21,8 @@ const MAX_TIMEOUT = 2 ** 31 - 1;
  * - `channels` / `subscribe()` (sent as `{"subscribe":[…]}` once open): on
  *   reconnect they are sent again with `"since":{"<channel>":"<id>"}`.
  * Channels read through the URL without being named there (no `?channel=`
- * at all, or a pattern) resume through the URL too.
+ * at all, or a pattern) resume through the URL too; channels read through a
+ * pattern subscribed by message are not resumed (see #resumeBy).
  *
  * Options (all optional):
  *   channels: ["news"]            subscribed by message after each open
@@ -182,7 +183,7 @@ export class PubSocket {
     url.searchParams.delete("since");
     if (!this.#opened) for (const id of this.#bareSince) url.searchParams.append("since", id);
     for (const [channel, id] of this.#from) {
-      if (!this.#bySubscribe(channel)) url.searchParams.append("since", `${channel}:${id}`);
+      if (this.#resumeBy(channel) === "url") url.searchParams.append("since", `${channel}:${id}`);
     }
     return url.href;
   }
@@ -192,18 +193,24 @@ export class PubSocket {
     if (this.#dropped.size) this.#send({ unsubscribe: [...this.#dropped] });
     if (!this.#subscribed.size) return;
     const request = { subscribe: [...this.#subscribed] };
-    const since = [...this.#from].filter(([channel]) => this.#bySubscribe(channel));
+    const since = [...this.#from].filter(([channel]) => this.#resumeBy(channel) === "subscribe");
     if (since.length) request.since = Object.fromEntries(since);
     this.#send(request);
   }
 
-  /** Whether a channel is read through a `subscribe` message rather than the URL. */
-  #bySubscribe(channel) {
-    if (this.#urlChannels.includes(channel) && !this.#dropped.has(channel)) return false;
-    for (const name of this.#subscribed) {
-      if (name === channel || (isPattern(name) && globMatch(name, channel))) return true;
-    }
-    return false;
+  /**
+   * Where a channel's `since` goes: "url" for a channel the URL names, or
+   * reads through a pattern or by naming none; "subscribe" for a channel
+   * subscribed by name; null for one read through a pattern subscribed by
+   * message: the relay takes a `since` only for a channel named in the same
+   * `subscribe` (else 1008), and the URL's `since` only for a channel the URL
+   * reads (else 400), so such a channel is not resumed.
+   */
+  #resumeBy(channel) {
+    if (this.#urlChannels.includes(channel) && !this.#dropped.has(channel)) return "url";
+    if (this.#subscribed.has(channel)) return "subscribe";
+    for (const name of this.#subscribed) if (isPattern(name) && globMatch(name, channel)) return null;
+    return "url";
   }
 
   #receive(raw) {
