@@ -680,13 +680,15 @@ async fn module_resumes_after_a_drop_with_history() {
 
     assert_eq!(shown(&e, "news"), ["n1", "n2", "n3", "n4"], "{e:#?}");
     assert_eq!(shown(&e, "user.9"), ["u1", "u2"], "{e:#?}");
-    let mut ids: Vec<&str> = e
+    // Each message has an id, distinct within its channel.
+    let mut ids: Vec<(&str, &str)> = e
         .iter()
         .filter_map(|e| match e {
-            Entry::Message(c, _, id) => Some(
+            Entry::Message(c, _, id) => Some((
+                c.as_str(),
                 id.as_deref()
                     .unwrap_or_else(|| panic!("{c}: no id under -history")),
-            ),
+            )),
             _ => None,
         })
         .collect();
@@ -921,6 +923,99 @@ async fn module_refreshes_its_token() {
         1,
         "the lapsed client came back with the long token"
     );
+    client.close().await.expect("end the browser session");
+    drop(driver);
+}
+
+/// `since: "last"`, in the URL (`since=news:last`, read by the module as
+/// the starting point of `news`) and as an option for a channel
+/// subscribed by message: each starts with the channel's latest kept
+/// message, then the live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_starts_from_the_last_message() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let relay = Relay::start(&[
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &redis.port().to_string(),
+        "-rs-channel=news,user.*",
+        "-history=100",
+    ]);
+    relay.wait_subscribed(1);
+    for (channel, data) in [
+        ("news", "a"),
+        ("user.9", "x"),
+        ("news", "b"),
+        ("user.9", "y"),
+    ] {
+        assert_eq!(redis.publish(channel, format!("\"{data}\"").as_bytes()), 1);
+    }
+    let client = driver.session().await;
+    // A page of the origin that makes no connection of its own.
+    client
+        .goto(&format!("{origin}/index.html?url=ws://127.0.0.1:1/"))
+        .await
+        .expect("load the page");
+    let ws_url = format!(
+        "ws://127.0.0.1:{}/?channel=news&since=news:last",
+        relay.port
+    );
+    client
+        .execute(
+            r#"
+            const [url] = arguments;
+            return (async () => {
+              const { PubSocket } = await import("./pubsocketd.js");
+              window.log = [];
+              window.last = new PubSocket(url, {
+                channels: ["user.9"],
+                since: { "user.9": "last" },
+                onMessage: (c, d) => window.log.push(c + " " + d),
+                onAnswer: (a) => window.log.push(Object.keys(a)[0]),
+              });
+            })();
+            "#,
+            vec![ws_url.into()],
+        )
+        .await
+        .expect("make the client");
+    let log = || async {
+        let v = eval(&client, "return window.log;").await;
+        let lines = v.as_array().expect("a log").iter();
+        lines
+            .map(|l| l.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while !log().await.iter().any(|l| l == "user.9 y") {
+        assert!(Instant::now() < deadline, "{:?}", log().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.publish("news", b"\"c\"");
+    redis.publish("user.9", b"\"z\"");
+    while log().await.len() < 5 {
+        assert!(Instant::now() < deadline, "{:?}", log().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = log().await;
+    let of = |channel: &str| -> Vec<String> {
+        log.iter()
+            .filter_map(|l| l.strip_prefix(&format!("{channel} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(of("news"), ["b", "c"], "{log:?}");
+    assert_eq!(of("user.9"), ["y", "z"], "{log:?}");
+    assert_eq!(
+        log.iter().filter(|l| *l == "subscribed").count(),
+        1,
+        "{log:?}"
+    );
+    assert_eq!(eval(&client, "return window.last.duplicates;").await, 0);
     client.close().await.expect("end the browser session");
     drop(driver);
 }
