@@ -708,6 +708,11 @@ async fn module_resumes_after_a_drop_with_history() {
     assert!(v.detail.contains(": recovered"), "{v:#?}");
     assert_eq!(eval(&client, "return pubsocketd.duplicates;").await, 0);
     assert_eq!(relay.stdout.count("[connect] OK"), 2);
+    eval(
+        &client,
+        "document.querySelector('#feedback .message:last-child').scrollIntoView();",
+    )
+    .await;
     let shot = screenshot(&client, "browser-v1-recovered.png").await;
     eprintln!("screenshot: {}", shot.display());
     client.close().await.expect("end the browser session");
@@ -771,6 +776,11 @@ async fn module_not_recovered_after_a_relay_restart() {
     }
     assert!(v.detail.contains("not recovered"), "{v:#?}");
     assert_eq!(eval(&client, "return pubsocketd.duplicates;").await, 0);
+    eval(
+        &client,
+        "document.querySelector('#feedback .message:last-child').scrollIntoView();",
+    )
+    .await;
     let shot = screenshot(&client, "browser-v1-not-recovered.png").await;
     eprintln!("screenshot: {}", shot.display());
     client.close().await.expect("end the browser session");
