@@ -940,7 +940,8 @@ async fn module_refreshes_its_token() {
 /// `since: "last"`, in the URL (`since=news:last`, read by the module as
 /// the starting point of `news`) and as an option for a channel
 /// subscribed by message: each starts with the channel's latest kept
-/// message, then the live ones.
+/// message, then the live ones. Asked for the latest again, the relay
+/// repeats a message the module already delivered: dropped and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_starts_from_the_last_message() {
     let driver = ChromeDriver::start();
@@ -1026,6 +1027,40 @@ async fn module_starts_from_the_last_message() {
         "{log:?}"
     );
     assert_eq!(eval(&client, "return window.last.duplicates;").await, 0);
+
+    // Asked again for the latest message of a channel it reads, the relay
+    // sends z a second time: the module drops it, and counts it.
+    eval(
+        &client,
+        r#"window.last.subscribe(["user.9"], { "user.9": "last" });"#,
+    )
+    .await;
+    let deadline = Instant::now() + PATIENCE;
+    while eval(&client, "return window.last.duplicates;").await != 1 {
+        assert!(Instant::now() < deadline, "{log:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.publish("user.9", b"\"end\"");
+    let deadline = Instant::now() + PATIENCE;
+    let log = loop {
+        let v = eval(&client, "return window.log;").await;
+        let log: Vec<String> = v
+            .as_array()
+            .expect("a log")
+            .iter()
+            .map(|l| l.as_str().unwrap().to_string())
+            .collect();
+        if log.iter().any(|l| l == "user.9 end") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{log:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        log.iter().filter(|l| *l == "user.9 z").count(),
+        1,
+        "{log:?}"
+    );
     client.close().await.expect("end the browser session");
     drop(driver);
 }
