@@ -88,7 +88,8 @@ export class PubSocket {
     }
     for (const [channel, id] of Object.entries(since)) this.#from.set(channel, id);
     const request = { subscribe: channels };
-    const points = channels.filter((c) => this.#from.has(c));
+    const covered = (c) => channels.includes(c) || channels.some((p) => isPattern(p) && globMatch(p, c));
+    const points = [...this.#from.keys()].filter(covered);
     if (points.length) request.since = Object.fromEntries(points.map((c) => [c, this.#from.get(c)]));
     this.#send(request);
   }
@@ -200,16 +201,15 @@ export class PubSocket {
 
   /**
    * Where a channel's `since` goes: "url" for a channel the URL names, or
-   * reads through a pattern or by naming none; "subscribe" for a channel
-   * subscribed by name; null for one read through a pattern subscribed by
-   * message: the relay takes a `since` only for a channel named in the same
-   * `subscribe` (else 1008), and the URL's `since` only for a channel the URL
-   * reads (else 400), so such a channel is not resumed.
+   * reads through a pattern or by naming none (the relay takes the URL's
+   * `since` only for a channel the URL reads, else 400); "subscribe" for a
+   * channel subscribed by name or through a pattern subscribed by message
+   * (the relay takes a `since` for a channel the same `subscribe` covers).
    */
   #resumeBy(channel) {
     if (this.#urlChannels.includes(channel) && !this.#dropped.has(channel)) return "url";
     if (this.#subscribed.has(channel)) return "subscribe";
-    for (const name of this.#subscribed) if (isPattern(name) && globMatch(name, channel)) return null;
+    for (const name of this.#subscribed) if (isPattern(name) && globMatch(name, channel)) return "subscribe";
     return "url";
   }
 

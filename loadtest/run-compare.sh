@@ -39,7 +39,9 @@
 #                        auth-hs256 and auth-es256 are pubsocketd under
 #                        -auth=jwt (a secret, an EC P-256 key), every client
 #                        with a token in its URL (needs python3 with PyJWT
-#                        and cryptography, as the tests do)
+#                        and cryptography, as the tests do); history is
+#                        pubsocketd with -history 1000 (IDs, envelopes and
+#                        kept frames for every message)
 #   OUT_DIR=target/loadtest-compare-<time>      where results and logs go
 #   SERVER_CORE=0 LOAD_CORE=1                   cores for the relay / Redis + load
 #   NO_BUILD=1           skip `cargo build --release`
@@ -154,13 +156,14 @@ start_server() { # kind, port, log, scenario -> sets SERVER_PID
             taskset -c "$SERVER_CORE" "$BIN/floor" --listen "127.0.0.1:$port" --redis "127.0.0.1:$RP" \
                 > "$log" 2>&1 &
             ;;
-        pubsocketd | pubsocketd-* | baseline | auth-*)
+        pubsocketd | pubsocketd-* | baseline | auth-* | history)
             local io=() bin="$BIN/pubsocketd"
             case "$kind" in
                 pubsocketd-*) io=(-io "${kind#pubsocketd-}") ;;
                 baseline) bin="${BASELINE_BIN:?baseline needs BASELINE_BIN}" ;;
                 auth-hs256) io=(-auth jwt -auth-jwt-secret "$AUTH_SECRET") ;;
                 auth-es256) io=(-auth jwt -auth-jwt-key "$KEYS/ec256.pub") ;;
+                history) io=(-history 1000) ;;
             esac
             taskset -c "$SERVER_CORE" "$bin" -ws-insecure -ws-host 127.0.0.1 -ws-port "$port" \
                 -rs-port "$RP" -rs-channel "$channels" -workers 1 -ws-ping-interval "$pings" -log-level warn "${io[@]}" > "$log" 2>&1 &

@@ -170,9 +170,30 @@ async fn since_in_a_v1_subscribe_and_for_the_original_clients() {
     assert_eq!(next_data(&mut plain, T).await, Message::text("2"));
     redis.publish("news", b"live");
     assert_eq!(next_data(&mut plain, T).await, Message::text("live"));
-    // A v1 since that names a channel not in the subscribe: 1008.
+    assert_eq!(next_json(&mut ws).await["data"], "live");
+    // A since for a channel under a pattern the subscribe names: replayed.
     ws.send(Message::text(
-        r#"{"subscribe":["news"],"since":{"alerts":"1-1"}}"#,
+        r#"{"subscribe":["user.*"],"since":{"user.7":"last"}}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await, json!({"subscribed": ["user.*"]}));
+    assert_eq!(numbers(&take(&mut ws, 1).await), [4]);
+    assert_eq!(next_json(&mut ws).await["recovered"], true);
+    // One for a channel it does not read: refused alone, the rest stands.
+    ws.send(Message::text(
+        r#"{"subscribe":["news"],"since":{"sports":"1-1"}}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await, json!({"subscribed": ["news"]}));
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"error": "since names a channel not read", "channels": ["sports"]})
+    );
+    // since with anything but subscribe: 1008.
+    ws.send(Message::text(
+        r#"{"unsubscribe":["news"],"since":{"news":"1-1"}}"#,
     ))
     .await
     .unwrap();

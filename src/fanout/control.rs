@@ -20,37 +20,49 @@ use bytes::Bytes;
 /// Applies one text message of a `pubsocketd.v1` client; an error closes
 /// the connection with its code.
 pub(crate) async fn apply(w: &Worker, c: &Conn, text: &[u8]) -> Result<(), Violation> {
-    let (answer, asked) = match control::parse(text)? {
+    let (answers, asked) = match control::parse(text)? {
         Control::Subscribe { names, since } => subscribe(w, c, &names, since).await,
-        Control::Unsubscribe(names) => (unsubscribe(w, c, &names), Asked::new()),
-        Control::Token(token) => (refresh(w, c, &token)?, Asked::new()),
+        Control::Unsubscribe(names) => (vec![unsubscribe(w, c, &names)], Asked::new()),
+        Control::Token(token) => (vec![refresh(w, c, &token)?], Asked::new()),
     };
     // No wait between the selection's change and the replay: no batch can
     // come in between.
-    c.send_control(&frame::encode(frame::OP_TEXT, &answer));
+    for answer in answers {
+        c.send_control(&frame::encode(frame::OP_TEXT, &answer));
+    }
     if !asked.is_empty() {
         w.resume(c, &asked);
     }
     Ok(())
 }
 
-/// A subscribe, and the replay its `since` asks for once it is done.
+/// A subscribe, and the replay its `since` asks for once it is done: of a
+/// channel named, or one a pattern named covers. A `since` of a channel the
+/// client does not read then is refused on its own (the subscribe stands).
 async fn subscribe(
     w: &Worker,
     c: &Conn,
     names: &[String],
     since: Vec<(String, Point)>,
-) -> (Vec<u8>, Asked) {
+) -> (Vec<Vec<u8>>, Asked) {
     if let Err(refused) = choose(w, c, names).await {
-        return (refused, Asked::new());
+        return (vec![refused], Asked::new());
     }
     let channels = w.ctx.channels.get();
-    let asked = since
+    let sel = c.selection();
+    let (asked, foreign): (Vec<_>, Vec<_>) = since
+        .into_iter()
+        .partition(|(name, _)| resume::reads(&channels, sel.as_deref(), name.as_bytes()));
+    let mut answers = vec![control::done("subscribed", names)];
+    if !foreign.is_empty() {
+        let names: Vec<String> = foreign.into_iter().map(|(n, _)| n).collect();
+        answers.push(control::refused("since names a channel not read", &names));
+    }
+    let asked = asked
         .into_iter()
         .map(|(name, point)| (Bytes::from(name.into_bytes()), point))
-        .filter(|(ch, _)| resume::reads(&channels, c.selection().as_deref(), ch))
         .collect();
-    (control::done("subscribed", names), asked)
+    (answers, asked)
 }
 
 /// Re-files the client under its new choice; the error is the refusal.

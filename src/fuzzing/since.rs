@@ -38,12 +38,12 @@ pub fn since(data: &[u8]) {
 }
 
 /// `Id::parse` agrees with splitting at the first dash and reading two
-/// decimal u64s with no sign; what it accepts prints back to a parse of
-/// the same ID.
+/// decimal u64s of 1 to 20 digits (leading zeros allowed) with no sign;
+/// what it accepts prints back to a parse of the same ID.
 fn check_id(data: &[u8]) {
     let plain = std::str::from_utf8(data).ok().and_then(|s| {
         let (a, b) = s.split_once('-')?;
-        let digits = |p: &str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit());
+        let digits = |p: &str| (1..=20).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit());
         (digits(a) && digits(b)).then_some(())?;
         Some(Id::new(a.parse().ok()?, b.parse().ok()?))
     });
