@@ -64,8 +64,8 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
             // A task of its own: its future holds only what a live client
             // needs, not the handshake's (the task sized for the handshake
             // ends here and frees its memory).
-            let joined = attach(w, c, up.resume, reader, TcpWriter(stream), buf);
-            tokio::task::spawn_local(joined);
+            join(&w, &c, up.resume);
+            tokio::task::spawn_local(attach(w, c, reader, TcpWriter(stream), buf));
         }
         Some(acceptor) => {
             let mut tls = match timeout_at(deadline, acceptor.accept(stream)).await {
@@ -81,27 +81,32 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 .with_deflate(up.deflate)
                 .with_v1(up.v1)
                 .with_grant(up.grant);
-            let joined = attach(w, Rc::new(c), up.resume, reader, writer, up.buf);
-            tokio::task::spawn_local(joined);
+            let c = Rc::new(c);
+            join(&w, &c, up.resume);
+            tokio::task::spawn_local(attach(w, c, reader, writer, up.buf));
         }
     }
 }
 
-/// Registers an upgraded client with the worker for as long as it lives,
-/// replaying first what its `since` asked for.
+/// Registers an upgraded client with the worker, and replays what its
+/// `since` asked for, in one step (no batch comes in between). Done before
+/// the client's task is spawned, so that the task's future (one per client,
+/// for its whole life) holds nothing of it.
+fn join(w: &Worker, c: &Rc<Conn>, asked: Asked) {
+    w.add(c.clone());
+    if !asked.is_empty() {
+        w.resume(c, &asked);
+    }
+}
+
+/// Serves a registered client for as long as it lives.
 async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(
     w: Rc<Worker>,
     c: Rc<Conn>,
-    asked: Asked,
     reader: R,
     writer: W,
     buf: BytesMut,
 ) {
-    w.add(c.clone());
-    if !asked.is_empty() {
-        w.resume(&c, &asked);
-    }
-    drop(asked);
     let max = w.ctx.cfg.max_message;
     let on_message = Messages { w: &w, c: &c };
     let end = conn::run(&c, reader, writer, buf, max, on_message).await;
