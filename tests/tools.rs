@@ -307,7 +307,7 @@ fn publisher_reports_a_refused_publish() {
     assert_eq!(out.status.code(), Some(1), "{lines:?}");
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(
-        lines[2].starts_with("pubsocketd-publisher: redis refused PUBLISH: NOAUTH"),
+        lines[2].starts_with("pubsocketd-publisher: redis refused: NOAUTH"),
         "{lines:?}"
     );
 }

@@ -2,7 +2,9 @@
 //!
 //! A debugging companion of pubsocketd, compatible with go-pubsocketd's tool:
 //! every line becomes the JSON object `{"Data":"<line>"}` (or, with `-raw`,
-//! the line's bytes as they are) sent with `PUBLISH`.
+//! the line's bytes as they are) sent with `PUBLISH`, or, with `-stream`,
+//! added to a Redis stream with `XADD` (for a relay run with
+//! `-rs-mode=stream`).
 //!
 //! It speaks RESP over a plain `TcpStream` (the command written by the
 //! relay's own `redis::resp::write`) because it sends one command and needs
@@ -36,6 +38,16 @@ struct Args {
     /// publish each line as is instead of wrapping it in {"Data":...} (default false)
     #[argh(switch)]
     raw: bool,
+    /// add each line to the stream named by -channel (XADD, trimmed to
+    /// about -stream-maxlen entries) instead of PUBLISH (default false)
+    #[argh(switch)]
+    stream: bool,
+    /// with -stream: the entry field of the payload (default data)
+    #[argh(option, default = "String::from(\"data\")")]
+    stream_field: String,
+    /// with -stream: MAXLEN ~ of each XADD (default 10000)
+    #[argh(option, default = "10_000")]
+    stream_maxlen: usize,
     /// print the version and exit
     #[argh(switch)]
     #[allow(dead_code)] // handled by parse_or_exit; declared so argh knows it
@@ -45,8 +57,8 @@ struct Args {
 fn main() {
     let args: Args = parse_or_exit(
         &FlagSpec {
-            values: &["host", "port", "channel"],
-            switches: &["raw"],
+            values: &["host", "port", "channel", "stream-field", "stream-maxlen"],
+            switches: &["raw", "stream"],
             on_by_default: &[],
         },
         env!("CARGO_PKG_VERSION"),
@@ -93,11 +105,30 @@ fn publish_lines<R: Read>(
             return redis.sync();
         }
         let payload = payload(trim_eol(&line), args.raw);
-        redis.publish(args.channel.as_bytes(), &payload)?;
+        let cmd = match args.stream {
+            true => xadd(args, &payload),
+            false => command(&[b"PUBLISH", args.channel.as_bytes(), &payload]),
+        };
+        redis.send(&cmd)?;
         if input.buffer().is_empty() {
             redis.sync()?;
         }
     }
+}
+
+/// `XADD <channel> MAXLEN ~ <n> * <field> <payload>`.
+fn xadd(args: &Args, payload: &[u8]) -> Vec<u8> {
+    let maxlen = args.stream_maxlen.to_string();
+    command(&[
+        b"XADD",
+        args.channel.as_bytes(),
+        b"MAXLEN",
+        b"~",
+        maxlen.as_bytes(),
+        b"*",
+        args.stream_field.as_bytes(),
+        payload,
+    ])
 }
 
 /// `line` without its trailing `\n` or `\r\n`.
@@ -124,10 +155,9 @@ struct Redis {
 }
 
 impl Redis {
-    /// Queues `PUBLISH channel payload` (sent by the next [`Redis::sync`]).
-    fn publish(&mut self, channel: &[u8], payload: &[u8]) -> Result<(), String> {
-        let cmd = command(&[b"PUBLISH", channel, payload]);
-        self.out.write_all(&cmd).map_err(|e| sending(&e))?;
+    /// Queues a PUBLISH or XADD (sent by the next [`Redis::sync`]).
+    fn send(&mut self, cmd: &[u8]) -> Result<(), String> {
+        self.out.write_all(cmd).map_err(|e| sending(&e))?;
         self.pending += 1;
         Ok(())
     }
@@ -142,7 +172,8 @@ impl Redis {
         Ok(())
     }
 
-    /// Reads one PUBLISH reply: `:N` is success, `-ERR ...` a refusal.
+    /// Reads one reply: `:N` (PUBLISH) or `$n` and the new entry's ID
+    /// (XADD) is success, `-ERR ...` a refusal.
     fn read_reply(&mut self) -> Result<(), String> {
         let mut reply = Vec::new();
         let n = self
@@ -155,8 +186,15 @@ impl Redis {
         let reply = String::from_utf8_lossy(trim_eol(&reply)).into_owned();
         match reply.as_bytes().first() {
             Some(b':') => Ok(()),
-            Some(b'-') => Err(format!("redis refused PUBLISH: {}", &reply[1..])),
-            _ => Err(format!("unexpected reply to PUBLISH: {reply:?}")),
+            Some(b'$') if reply != "$-1" => {
+                let mut id = Vec::new();
+                self.replies
+                    .read_until(b'\n', &mut id)
+                    .map_err(|e| format!("reading a reply: {}", io_text(&e)))?;
+                Ok(())
+            }
+            Some(b'-') => Err(format!("redis refused: {}", &reply[1..])),
+            _ => Err(format!("unexpected reply from redis: {reply:?}")),
         }
     }
 }

@@ -7,6 +7,7 @@ use super::authorize;
 use super::conn::{self, Conn, TcpReader, TcpWriter};
 use super::context::Context;
 use super::control;
+use super::older::{self, Older};
 use super::resume::{self, Asked};
 use super::worker::Worker;
 use crate::auth::verify::Grant;
@@ -64,7 +65,8 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
             // A task of its own: its future holds only what a live client
             // needs, not the handshake's (the task sized for the handshake
             // ends here and frees its memory).
-            join(&w, &c, up.resume);
+            let older = older(&w, &up.resume, up.v1).await;
+            join(&w, &c, up.resume, older);
             tokio::task::spawn_local(attach(w, c, reader, TcpWriter(stream), buf));
         }
         Some(acceptor) => {
@@ -82,7 +84,8 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 .with_v1(up.v1)
                 .with_grant(up.grant);
             let c = Rc::new(c);
-            join(&w, &c, up.resume);
+            let older = older(&w, &up.resume, up.v1).await;
+            join(&w, &c, up.resume, older);
             tokio::task::spawn_local(attach(w, c, reader, writer, up.buf));
         }
     }
@@ -92,10 +95,22 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
 /// `since` asked for, in one step (no batch comes in between). Done before
 /// the client's task is spawned, so that the task's future (one per client,
 /// for its whole life) holds nothing of it.
-fn join(w: &Worker, c: &Rc<Conn>, asked: Asked) {
+fn join(w: &Worker, c: &Rc<Conn>, asked: Asked, older: Vec<Older>) {
     w.add(c.clone());
     if !asked.is_empty() {
-        w.resume(c, &asked);
+        w.resume(c, &asked, older);
+    }
+}
+
+/// Under `-rs-mode=stream`: what the resume needs from Redis, read before
+/// the client joins (the history covers what arrives meanwhile).
+pub(crate) async fn older(w: &Worker, asked: &Asked, v1: bool) -> Vec<Older> {
+    match &w.ctx.older {
+        Some(source) if !asked.is_empty() => {
+            let vouches = |ch: &[u8], id| w.vouches(ch, id);
+            Box::pin(older::fetch(w.link(), vouches, source, asked, v1)).await
+        }
+        _ => Vec::new(),
     }
 }
 

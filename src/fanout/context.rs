@@ -3,6 +3,7 @@
 //! and out of the per-channel gauges and the on-demand subscriptions (at
 //! the upgrade, at a change of choice and at the close).
 
+use super::older::Source;
 use crate::auth::callback::Callback;
 use crate::auth::verify::Verifier;
 use crate::channels::{Live, Selection};
@@ -28,6 +29,8 @@ pub struct Context {
     pub auth: Option<Arc<Verifier>>,
     /// `-auth=url`: asks the application about each upgrade.
     pub callback: Option<Arc<Callback>>,
+    /// `-rs-mode=stream`: where resumes older than the history read from.
+    pub older: Option<Source>,
 }
 
 impl Context {

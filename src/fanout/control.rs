@@ -9,6 +9,7 @@
 //! what the client missed (see [`Worker::resume`]).
 
 use super::conn::Conn;
+use super::older::Older;
 use super::resume::{self, Asked};
 use super::worker::Worker;
 use crate::history::since::Point;
@@ -20,10 +21,10 @@ use bytes::Bytes;
 /// Applies one text message of a `pubsocketd.v1` client; an error closes
 /// the connection with its code.
 pub(crate) async fn apply(w: &Worker, c: &Conn, text: &[u8]) -> Result<(), Violation> {
-    let (answers, asked) = match control::parse(text)? {
+    let (answers, asked, older) = match control::parse(text)? {
         Control::Subscribe { names, since } => subscribe(w, c, &names, since).await,
-        Control::Unsubscribe(names) => (vec![unsubscribe(w, c, &names)], Asked::new()),
-        Control::Token(token) => (vec![refresh(w, c, &token)?], Asked::new()),
+        Control::Unsubscribe(names) => (vec![unsubscribe(w, c, &names)], Asked::new(), vec![]),
+        Control::Token(token) => (vec![refresh(w, c, &token)?], Asked::new(), vec![]),
     };
     // No wait between the selection's change and the replay: no batch can
     // come in between.
@@ -31,7 +32,7 @@ pub(crate) async fn apply(w: &Worker, c: &Conn, text: &[u8]) -> Result<(), Viola
         c.send_control(&frame::encode(frame::OP_TEXT, &answer));
     }
     if !asked.is_empty() {
-        w.resume(c, &asked);
+        w.resume(c, &asked, older);
     }
     Ok(())
 }
@@ -44,9 +45,16 @@ async fn subscribe(
     c: &Conn,
     names: &[String],
     since: Vec<(String, Point)>,
-) -> (Vec<Vec<u8>>, Asked) {
+) -> (Vec<Vec<u8>>, Asked, Vec<Older>) {
+    // Older entries are read before the choice takes effect, so that no
+    // live message comes ahead of them.
+    let wanted: Asked = since
+        .iter()
+        .map(|(name, point)| (Bytes::copy_from_slice(name.as_bytes()), *point))
+        .collect();
+    let older = super::accept::older(w, &wanted, c.v1()).await;
     if let Err(refused) = choose(w, c, names).await {
-        return (vec![refused], Asked::new());
+        return (vec![refused], Asked::new(), older);
     }
     let channels = w.ctx.channels.get();
     let sel = c.selection();
@@ -62,7 +70,7 @@ async fn subscribe(
         .into_iter()
         .map(|(name, point)| (Bytes::from(name.into_bytes()), point))
         .collect();
-    (answers, asked)
+    (answers, asked, older)
 }
 
 /// Re-files the client under its new choice; the error is the refusal.

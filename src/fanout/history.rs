@@ -161,6 +161,11 @@ impl History {
         });
     }
 
+    /// Whether some message of `channel` is kept.
+    pub fn holds(&self, channel: &[u8]) -> bool {
+        self.channels.contains_key(channel)
+    }
+
     /// The messages of `channel` after `point`, in the form a client takes.
     pub fn replay(&self, channel: &[u8], point: Point, v1: bool) -> Replay {
         let Some(ring) = self.channels.get(channel) else {

@@ -10,6 +10,7 @@ pub(crate) mod control;
 pub(crate) mod history;
 pub mod hub;
 pub(crate) mod index;
+pub(crate) mod older;
 pub(crate) mod resume;
 pub(crate) mod thread;
 pub(crate) mod uring;

@@ -13,9 +13,12 @@ use super::context::Context;
 use super::history::History;
 use super::hub::Message;
 use super::index::Index;
+use super::older::{Link, Older};
 use super::resume;
 use super::uring;
 use crate::channels::Selection;
+use crate::history::id::Id;
+use crate::history::since::Point;
 use crate::ops::config::Io;
 use crate::ops::stats::WorkerCounters;
 use crate::ws::frame;
@@ -98,6 +101,8 @@ pub(crate) struct Worker {
     sends: RefCell<Vec<uring::Send>>,
     /// The last messages of each channel (`-history`).
     history: RefCell<Option<History>>,
+    /// Under `-rs-mode=stream`: the connection resumes read older entries on.
+    link: Link,
     /// This worker's index in `ctx.stats.workers`.
     id: usize,
 }
@@ -144,6 +149,7 @@ impl Worker {
             ring: RefCell::new(ring),
             sends: RefCell::new(Vec::new()),
             history: RefCell::new(history),
+            link: Link::default(),
             id,
         }
     }
@@ -351,14 +357,25 @@ impl Worker {
     /// between two batches, right after `c` joined the index or changed
     /// its selection: nothing is missed or sent twice in between. The
     /// writes are ordinary deliveries, under the same slow-client bound.
-    pub(crate) fn resume(&self, c: &Conn, asked: &resume::Asked) {
+    /// `older`: what Redis held before the history (`-rs-mode=stream`).
+    pub(crate) fn resume(&self, c: &Conn, asked: &resume::Asked, older: Vec<Older>) {
         let history = self.history.borrow();
         let mut tally = Tally::default();
         for (channel, point) in asked {
-            let replay = match history.as_ref() {
-                Some(h) => h.replay(channel, *point, c.v1()),
+            let before = older.iter().find(|o| o.channel == *channel);
+            let from = before.map_or(*point, |o| Point::After(o.last));
+            let mut replay = match history.as_ref() {
+                Some(h) => h.replay(channel, from, c.v1()),
                 None => Default::default(),
             };
+            if let Some(o) = before {
+                // Nothing of the channel kept: nothing came after Redis' answer.
+                let held = history.as_ref().is_some_and(|h| h.holds(channel));
+                let mut frames = o.replay.frames.clone();
+                frames.append(&mut replay.frames);
+                replay.frames = frames;
+                replay.recovered = o.replay.recovered && (replay.recovered || !held);
+            }
             for chunk in replay.frames.chunks(MAX_IOV) {
                 let frames: Vec<&Bytes> = chunk.iter().collect();
                 let slices: Vec<IoSlice> = chunk.iter().map(|f| IoSlice::new(f)).collect();
@@ -376,6 +393,20 @@ impl Worker {
             }
         }
         self.counters().add(tally.deliveries, tally.bytes);
+    }
+
+    /// Whether the history alone replays every message of `channel` after
+    /// `id` (else, under streams, the rest is read from Redis first).
+    pub(crate) fn vouches(&self, channel: &[u8], id: Id) -> bool {
+        let history = self.history.borrow();
+        history
+            .as_ref()
+            .is_some_and(|h| h.replay(channel, Point::After(id), false).recovered)
+    }
+
+    /// The worker's connection for resumes older than its history.
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
     }
 
     /// Under `-auth`: closes with 4401 the clients whose token expired

@@ -22,6 +22,7 @@ const REASONS: &[&str] = &[
 fn fresh() -> RedisSettings {
     RedisSettings {
         sentinel: None,
+        stream: None,
         host: "127.0.0.1".into(),
         port: 6379,
         tls: false,

@@ -48,6 +48,9 @@ pub struct Encoder {
     /// History is on: every message gets the `pubsocketd.v1` envelope,
     /// which a replay may need even while no such client is connected.
     history: bool,
+    /// Encodes stream entries read again for a resume: not counted as
+    /// received (they were, when they first came).
+    replaying: bool,
 }
 
 /// A per-encoder compressor; cloning an encoder starts a fresh one.
@@ -92,6 +95,7 @@ impl Encoder {
             deflater: DeflaterCell::default(),
             compressed: Vec::new(),
             history: false,
+            replaying: false,
         }
     }
 
@@ -121,7 +125,9 @@ impl Encoder {
         if keys.is_nothing() {
             return Err(Rejected::NoSubscriber);
         }
-        self.stats.count_received(&keys);
+        if !self.replaying {
+            self.stats.count_received(&keys);
+        }
         if payload.len() > self.max_payload {
             self.stats.count_dropped(&keys);
             return Err(Rejected::TooLarge);
@@ -191,6 +197,13 @@ impl Encoder {
     /// Turns history on: every message is built with its envelope.
     pub fn with_history(mut self, on: bool) -> Encoder {
         self.history = on;
+        self
+    }
+
+    /// An encoder for entries read again for a resume (not counted).
+    pub fn for_replays(mut self) -> Encoder {
+        self.replaying = true;
+        self.history = true;
         self
     }
 

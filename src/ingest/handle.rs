@@ -6,6 +6,7 @@ use super::encode::{Encoder, Rejected};
 use super::sequence::Sequencer;
 use crate::channels::Channels;
 use crate::fanout::hub::{Hub, Message};
+use crate::history::id::Stamp;
 use crate::ops::stats::Stats;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -35,7 +36,6 @@ impl Ingest {
     /// Gives every message an ID of the relay's own (`<epoch>-<seq>`).
     pub fn with_sequencer(mut self) -> Ingest {
         self.sequencer = Some(Arc::default());
-        self.encoder = self.encoder.with_history(true);
         self
     }
 
@@ -57,6 +57,18 @@ impl Ingest {
     /// reads that channel.
     pub async fn publish(&mut self, channel: &[u8], payload: &[u8]) -> Result<(), Rejected> {
         self.relay(channel, payload, false).await.map(drop)
+    }
+
+    /// Relays a message that brings its own ID (a Redis stream entry).
+    pub async fn publish_stamped(
+        &mut self,
+        channel: &[u8],
+        payload: &[u8],
+        stamp: Stamp,
+    ) -> Result<(), Rejected> {
+        let msg = self.encoder.encode_stamped(channel, payload, Some(stamp))?;
+        self.hub.publish(msg).await;
+        Ok(())
     }
 
     /// Encodes (with the next ID, under the sequencer) and hands over;

@@ -14,7 +14,7 @@ use super::handle::Ingest;
 use crate::net::accept::Acceptor;
 use crate::net::http::{self, Head, HeadError, Response};
 use crate::ops::secret::Secret;
-use crate::redis::publisher::Publisher;
+use crate::redis::publisher::{Published, Publisher};
 use slog::{debug, info, Logger};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -275,10 +275,13 @@ async fn publish(ep: &Endpoint, channel: &[u8], body: &[u8]) -> Response {
             }
         }
         Sink::Redis(publisher) => match publisher.publish(channel, body).await {
-            Ok(n) => Response::json(
+            Ok(Published::Receivers(n)) => Response::json(
                 200,
                 &serde_json::json!({ "channel": name, "redis_receivers": n }),
             ),
+            Ok(Published::Id(id)) => {
+                Response::json(200, &serde_json::json!({ "channel": name, "id": id }))
+            }
             Err(why) => error(502, &why),
         },
     }

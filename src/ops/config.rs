@@ -55,6 +55,10 @@ pub const VALUE_FLAGS: &[&str] = &[
     "history",
     "history-bytes",
     "history-ttl",
+    "history-max-replay",
+    "rs-mode",
+    "rs-stream-field",
+    "rs-stream-maxlen",
     "rs-url",
     "rs-user",
     "rs-password",
@@ -283,9 +287,25 @@ pub struct Args {
     #[argh(option, default = "Duration::from_secs(5)", from_str_fn(duration))]
     pub rs_on_demand_grace: Duration,
     /// messages kept per channel, with IDs, for clients that resume with
-    /// since (default 0: off)
-    #[argh(option, default = "0")]
-    pub history: usize,
+    /// since (default 0: off; 1000 under -rs-mode=stream)
+    #[argh(option)]
+    pub history: Option<usize>,
+    /// under -rs-mode=stream: most entries one resume reads from Redis
+    /// (XRANGE) when they are older than the memory history (default 10000)
+    #[argh(option, default = "10_000")]
+    pub history_max_replay: usize,
+    /// pubsub (channels, PUBLISH) or stream: each -rs-channel name is a
+    /// Redis stream key, read with XREAD (default pubsub)
+    #[argh(option, default = "String::from(\"pubsub\")")]
+    pub rs_mode: String,
+    /// under -rs-mode=stream: the entry field that holds the payload
+    /// (default data)
+    #[argh(option, default = "String::from(\"data\")")]
+    pub rs_stream_field: String,
+    /// under -rs-mode=stream: the MAXLEN ~ of POST /publish's XADD (default
+    /// 10000)
+    #[argh(option, default = "10_000")]
+    pub rs_stream_maxlen: usize,
     /// with -history: most bytes of messages kept, all channels together;
     /// the oldest go first (default 64MiB)
     #[argh(option, default = "64 << 20", from_str_fn(size))]
@@ -476,7 +496,10 @@ impl Config {
         if a.ws_queue_bytes == 0 || a.ws_max_message == 0 || a.rs_max_payload == 0 {
             return Err("sizes must be above 0".into());
         }
-        let history = history(&a)?;
+        let history = history(&a, redis.stream.is_some())?;
+        if redis.stream.is_some() {
+            streams_fit(&a, &channels, embedded_broker.is_some())?;
+        }
         let workers = match a.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -521,19 +544,48 @@ impl Config {
     }
 }
 
-/// The history's bounds, when it is on.
-fn history(a: &Args) -> Result<Option<Limits>, String> {
-    if a.history == 0 {
+/// The history's bounds, when it is on (by default under streams).
+fn history(a: &Args, stream: bool) -> Result<Option<Limits>, String> {
+    let per_channel = a.history.unwrap_or(if stream { 1000 } else { 0 });
+    if per_channel == 0 {
         return Ok(None);
     }
     if a.history_bytes == 0 {
         return Err("-history-bytes must be above 0".into());
     }
     Ok(Some(Limits {
-        per_channel: a.history,
+        per_channel,
         bytes: a.history_bytes,
         ttl: (!a.history_ttl.is_zero()).then_some(a.history_ttl),
     }))
+}
+
+/// What `-rs-mode=stream` cannot go with.
+fn streams_fit(a: &Args, channels: &Channels, embedded: bool) -> Result<(), String> {
+    if let Some(k) = channels.keys().iter().find(|k| k.pattern) {
+        return Err(format!(
+            "-rs-mode=stream reads stream keys by name; {:?} is a pattern",
+            k.name
+        ));
+    }
+    if embedded {
+        return Err("-rs-mode=stream reads Redis streams; -broker=embedded has no Redis (its -history gives IDs)".into());
+    }
+    if a.rs_on_demand {
+        return Err("-rs-mode=stream and -rs-on-demand exclude each other".into());
+    }
+    if a.rs_cluster {
+        return Err(
+            "-rs-mode=stream does not read a Redis Cluster yet (one reader per node is not built)"
+                .into(),
+        );
+    }
+    if a.rs_channel_file.is_some() {
+        return Err(
+            "-rs-mode=stream takes its stream keys from -rs-channel, not -rs-channel-file".into(),
+        );
+    }
+    Ok(())
 }
 
 /// `-rs-channel` for the config line: the first 16 keys, then how many in
@@ -692,7 +744,16 @@ impl Config {
             if self.embedded_broker.is_some() {
                 "off".to_string()
             } else {
-                self.redis.describe()
+                match &self.redis.stream {
+                    None => self.redis.describe(),
+                    Some(s) => format!(
+                        "{} streams (field {}, maxlen {}, max replay {})",
+                        self.redis.describe(),
+                        s.field,
+                        s.maxlen,
+                        s.max_replay
+                    ),
+                }
             },
             rs_channel_list(&self.channels),
             match self.channels.on_demand() {
@@ -815,6 +876,41 @@ pub struct RedisSettings {
     pub cluster: bool,
     /// `-rs-sentinel`: ask these for the primary of a master name.
     pub sentinel: Option<Sentinel>,
+    /// `-rs-mode=stream`: read Redis streams, not channels.
+    pub stream: Option<StreamSettings>,
+}
+
+/// `-rs-mode=stream`: how streams are read and written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// `-rs-stream-field`: the entry field holding the payload.
+    pub field: String,
+    /// `-rs-stream-maxlen`: the trim of `POST /publish`'s XADD.
+    pub maxlen: usize,
+    /// `-history-max-replay`: most entries one resume reads from Redis.
+    pub max_replay: usize,
+}
+
+impl StreamSettings {
+    /// From `-rs-mode` and the stream flags; `None` under pubsub.
+    fn from_args(a: &Args) -> Result<Option<StreamSettings>, String> {
+        match a.rs_mode.as_str() {
+            "pubsub" => return Ok(None),
+            "stream" => {}
+            other => return Err(format!("-rs-mode must be pubsub or stream, not {other:?}")),
+        }
+        if a.rs_stream_field.is_empty() {
+            return Err("-rs-stream-field must not be empty".into());
+        }
+        if a.rs_stream_maxlen == 0 || a.history_max_replay == 0 {
+            return Err("-rs-stream-maxlen and -history-max-replay must be above 0".into());
+        }
+        Ok(Some(StreamSettings {
+            field: a.rs_stream_field.clone(),
+            maxlen: a.rs_stream_maxlen,
+            max_replay: a.history_max_replay,
+        }))
+    }
 }
 
 /// Redis Sentinel: where the Sentinels are and which master to ask for.
@@ -869,6 +965,7 @@ impl RedisSettings {
             ca_cert: a.rs_ca_cert.clone(),
             client_cert: None,
             cluster: a.rs_cluster,
+            stream: StreamSettings::from_args(a)?,
             sentinel: Sentinel::from_flags(
                 a.rs_sentinel.as_deref(),
                 a.rs_sentinel_master.as_deref(),
@@ -1131,7 +1228,9 @@ mod tests {
         for flag in VALUE_FLAGS {
             let value = match *flag {
                 "ws-port" | "rs-port" | "workers" | "ws-max-connections" | "broker-port"
-                | "ws-max-channels" | "history" => "1",
+                | "ws-max-channels" | "history" | "history-max-replay" | "rs-stream-maxlen" => "1",
+                "rs-mode" => "stream",
+                "rs-stream-field" => "payload",
                 "ws-trusted-proxies" => "10.0.0.0/8,::1",
                 "rs-sentinel" => "127.0.0.1:26379,[::1]:26380",
                 "rs-sentinel-master" => "mymaster",

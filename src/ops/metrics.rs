@@ -316,6 +316,12 @@ fn history(e: &mut Exposition, stats: &Stats) {
         load(&h.kept_messages),
     );
     e.one(
+        "pubsocketd_stream_lag_milliseconds",
+        "gauge",
+        "-rs-mode=stream: now minus the time in the ID of the newest entry read (0 otherwise).",
+        load(&h.stream_lag_ms),
+    );
+    e.one(
         "pubsocketd_history_bytes",
         "gauge",
         "Bytes of frames kept for replay, counted once (sampled on the tick).",

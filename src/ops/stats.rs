@@ -79,6 +79,8 @@ pub struct HistoryCounters {
     pub not_recovered: AtomicU64,
     pub kept_messages: AtomicU64,
     pub kept_bytes: AtomicU64,
+    /// `-rs-mode=stream`: now minus the time in the newest entry's ID.
+    pub stream_lag_ms: AtomicU64,
 }
 
 impl HistoryCounters {

@@ -9,4 +9,6 @@ pub(crate) mod on_demand;
 pub(crate) mod publisher;
 pub mod resp;
 pub(crate) mod sentinel;
+pub(crate) mod stream;
+pub(crate) mod stream_entries;
 pub(crate) mod subscriber;

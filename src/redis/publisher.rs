@@ -2,11 +2,13 @@
 //! /publish` does when the relay reads from Redis, so that every relay
 //! subscribed there receives the message. With `-rs-cluster` it is
 //! SPUBLISH, sent on to the node that owns the channel when the one asked
-//! answers `MOVED`.
+//! answers `MOVED`. Under `-rs-mode=stream` it is
+//! `XADD <key> MAXLEN ~ <n> * <field> <payload>`.
 
 use super::connect::{ConnectError, RedisStream, Target};
 use super::resp::reply::{self, ReplyError};
 use super::resp::write::command;
+use crate::ops::config::StreamSettings;
 use bytes::BytesMut;
 use redis_protocol::resp2::types::BytesFrame;
 use std::time::Duration;
@@ -22,19 +24,54 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Publisher {
     target: Target,
     conn: Mutex<Option<RedisConn>>,
+    stream: Option<Box<StreamSettings>>,
+}
+
+/// What Redis said to a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// PUBLISH: how many subscribers received it.
+    Receivers(i64),
+    /// XADD: the new entry's ID.
+    Id(String),
 }
 
 impl Publisher {
-    pub fn new(target: Target) -> Publisher {
+    pub fn new(target: Target, stream: Option<StreamSettings>) -> Publisher {
         Publisher {
             target,
             conn: Mutex::new(None),
+            stream: stream.map(Box::new),
         }
     }
 
-    /// PUBLISH (or SPUBLISH); Redis' count of receivers, or why not.
-    pub async fn publish(&self, channel: &[u8], payload: &[u8]) -> Result<i64, String> {
-        publish_redis(&self.target, &self.conn, channel, payload).await
+    /// PUBLISH (or SPUBLISH, or XADD): Redis' answer, or why not.
+    pub async fn publish(&self, channel: &[u8], payload: &[u8]) -> Result<Published, String> {
+        let cmd = match &self.stream {
+            Some(s) => {
+                let maxlen = s.maxlen.to_string();
+                let field = s.field.as_bytes();
+                command(&[
+                    b"XADD",
+                    channel,
+                    b"MAXLEN",
+                    b"~",
+                    maxlen.as_bytes(),
+                    b"*",
+                    field,
+                    payload,
+                ])
+            }
+            None if self.target.cluster() => command(&[b"SPUBLISH", channel, payload]),
+            None => command(&[b"PUBLISH", channel, payload]),
+        };
+        match publish_redis(&self.target, &self.conn, &cmd).await? {
+            BytesFrame::Integer(n) => Ok(Published::Receivers(n)),
+            BytesFrame::BulkString(id) => {
+                Ok(Published::Id(String::from_utf8_lossy(&id).into_owned()))
+            }
+            other => Err(format!("unexpected answer from Redis: {other:?}")),
+        }
     }
 }
 
@@ -68,15 +105,8 @@ const MAX_REDIRECTS: usize = 3;
 async fn publish_redis(
     target: &Target,
     conn: &Mutex<Option<RedisConn>>,
-    channel: &[u8],
-    payload: &[u8],
-) -> Result<i64, String> {
-    let verb: &[u8] = if target.cluster() {
-        b"SPUBLISH"
-    } else {
-        b"PUBLISH"
-    };
-    let cmd = command(&[verb, channel, payload]);
+    cmd: &[u8],
+) -> Result<BytesFrame, String> {
     let mut guard = conn.lock().await;
     let mut node: Option<(String, u16)> = None;
     let mut redirects = 0;
@@ -108,7 +138,7 @@ async fn publish_redis(
                 })
             }
         };
-        match c.request(&cmd).await {
+        match c.request(cmd).await {
             Ok(n) => return Ok(n),
             Err(RedisFailure::Broken(why)) => {
                 *guard = None;
@@ -143,8 +173,8 @@ fn moved_to(error: &str) -> Option<(String, u16)> {
 }
 
 impl RedisConn {
-    /// Sends one command and reads its integer reply.
-    async fn request(&mut self, cmd: &[u8]) -> Result<i64, RedisFailure> {
+    /// Sends one command and reads its reply (an error reply is a refusal).
+    async fn request(&mut self, cmd: &[u8]) -> Result<BytesFrame, RedisFailure> {
         let broken = |e: std::io::Error| RedisFailure::Broken(e.to_string());
         self.stream.write_all(cmd).await.map_err(broken)?;
         self.stream.flush().await.map_err(broken)?;
@@ -158,11 +188,8 @@ impl RedisConn {
                 ReplyError::Malformed(why) => RedisFailure::Lost(why),
             })?;
         match frame {
-            BytesFrame::Integer(n) => Ok(n),
             BytesFrame::Error(e) => Err(RedisFailure::Refused(format!("Redis answered: {e}"))),
-            other => Err(RedisFailure::Lost(format!(
-                "unexpected answer from Redis: {other:?}"
-            ))),
+            other => Ok(other),
         }
     }
 }

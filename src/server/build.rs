@@ -9,6 +9,7 @@ use crate::channels::{Live, MAX_IDS};
 use crate::demand::Demand;
 use crate::fanout::context::Context;
 use crate::fanout::hub::{Hub, Message};
+use crate::fanout::older::Source;
 use crate::fanout::thread::Task;
 use crate::ingest::encode::Encoder;
 use crate::ingest::handle::Ingest;
@@ -19,7 +20,9 @@ use crate::ops::stats::Stats;
 use crate::redis::cluster::Cluster;
 use crate::redis::connect::Target;
 use crate::redis::publisher::Publisher;
+use crate::redis::stream::StreamReader;
 use crate::redis::subscriber::Subscriber;
+use bytes::Bytes;
 use slog::Logger;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -69,10 +72,12 @@ pub fn build(
         cfg.max_payload,
         stats.clone(),
     )
-    .with_deflate(cfg.deflate);
+    .with_deflate(cfg.deflate)
+    .with_history(cfg.history.is_some());
     let (hub, receivers) = Hub::new(cfg.workers);
+    let older = older_source(cfg, &encoder)?;
     let mut ingest = Ingest::new(encoder, hub, stats.clone());
-    if cfg.history.is_some() {
+    if cfg.history.is_some() && cfg.redis.stream.is_none() {
         ingest = ingest.with_sequencer();
     }
     let demand = cfg
@@ -106,6 +111,7 @@ pub fn build(
         demand: demand.clone(),
         auth,
         callback,
+        older,
     });
     let (fatal_tx, fatal) = oneshot::channel();
     // Redis is configured (and its TLS files read) only when it is used.
@@ -124,7 +130,12 @@ pub fn build(
             node: None,
             demand,
         };
-        (Some(source(sub)), Sink::Redis(Publisher::new(target)))
+        let source = match &cfg.redis.stream {
+            Some(s) => streams(sub, &s.field),
+            None => source(sub),
+        };
+        let publisher = Publisher::new(target, cfg.redis.stream.clone());
+        (Some(source), Sink::Redis(publisher))
     };
     Ok(Relay {
         channels,
@@ -140,6 +151,45 @@ pub fn build(
 
 /// The subscriber's task: one connection, or one per cluster node (and,
 /// under `-rs-on-demand`, the sweep of channels nobody reads).
+/// `-rs-mode=stream`: what workers read resumes older than their history
+/// from.
+fn older_source(cfg: &Config, encoder: &Encoder) -> Result<Option<Source>, String> {
+    let Some(settings) = cfg.redis.stream.clone() else {
+        return Ok(None);
+    };
+    Ok(Some(Source {
+        target: Target::new(&cfg.redis)?,
+        max_reply: settings
+            .max_replay
+            .saturating_mul(cfg.max_payload.saturating_add(256)),
+        settings,
+        encoder: std::sync::Mutex::new(encoder.clone().for_replays()),
+    }))
+}
+
+/// `-rs-mode=stream`: the stream reader in the subscriber's place.
+fn streams(sub: Subscriber, field: &str) -> Task {
+    let keys = sub
+        .cfg
+        .channels
+        .keys()
+        .iter()
+        .map(|k| Bytes::copy_from_slice(k.name.as_bytes()))
+        .collect();
+    let reader = StreamReader::new(
+        sub.target,
+        sub.ingest,
+        sub.log,
+        sub.stats,
+        sub.fatal,
+        keys,
+        field,
+        sub.cfg.max_payload,
+        sub.cfg.keepalive,
+    );
+    Box::pin(reader.run())
+}
+
 fn source(sub: Subscriber) -> Task {
     let sweep = sub.demand.clone().map(Demand::sweeper);
     let run: Task = match sub.cfg.redis.cluster {

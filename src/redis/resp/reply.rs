@@ -35,8 +35,18 @@ pub async fn read<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
 ) -> Result<BytesFrame, ReplyError> {
+    read_capped(stream, buf, MAX_REPLY).await
+}
+
+/// As [`read`], for a reply that may be larger (a batch of stream entries):
+/// at most `cap` bytes.
+pub async fn read_capped<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    cap: usize,
+) -> Result<BytesFrame, ReplyError> {
     loop {
-        if let Some(frame) = decode(buf)? {
+        if let Some(frame) = decode_capped(buf, cap)? {
             return Ok(frame);
         }
         buf.reserve(4096);
@@ -50,10 +60,14 @@ pub async fn read<S: AsyncRead + Unpin>(
 
 /// The complete reply at the front of `buf`, if there is one.
 pub fn decode(buf: &mut BytesMut) -> Result<Option<BytesFrame>, ReplyError> {
+    decode_capped(buf, MAX_REPLY)
+}
+
+fn decode_capped(buf: &mut BytesMut, cap: usize) -> Result<Option<BytesFrame>, ReplyError> {
     match decode_bytes_mut(buf) {
         Ok(Some((frame, _, _))) => Ok(Some(frame)),
-        Ok(None) if buf.len() > MAX_REPLY => Err(ReplyError::Malformed(format!(
-            "a reply from Redis over {MAX_REPLY} bytes"
+        Ok(None) if buf.len() > cap => Err(ReplyError::Malformed(format!(
+            "a reply from Redis over {cap} bytes"
         ))),
         Ok(None) => Ok(None),
         Err(e) => Err(ReplyError::Malformed(format!(

@@ -1,0 +1,160 @@
+//! Under `-rs-mode=stream`: the part of a resume that is older than the
+//! worker's history, read from Redis (`XRANGE`), at most
+//! `-history-max-replay` entries per channel and one request at a time per
+//! worker (a reconnect storm queues here, within the handshake's time,
+//! instead of hammering Redis). What comes back is encoded for the replay
+//! only (a replay of a kept message costs no encode; these were never
+//! kept).
+
+use super::history::Replay;
+use super::resume::Asked;
+use crate::history::id::{Id, Stamp};
+use crate::history::since::Point;
+use crate::ingest::encode::Encoder;
+use crate::ops::config::StreamSettings;
+use crate::redis::connect::{RedisStream, Target};
+use crate::redis::resp::reply;
+use crate::redis::resp::write::command;
+use crate::redis::stream_entries;
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::types::BytesFrame;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::time::timeout;
+
+/// Time for Redis to answer an XRANGE.
+const ANSWER: Duration = Duration::from_secs(5);
+
+/// What a worker needs to read older entries.
+pub(crate) struct Source {
+    pub target: Target,
+    pub settings: StreamSettings,
+    /// A template, cloned per fetch (its scratch buffers are its own).
+    pub encoder: std::sync::Mutex<Encoder>,
+    /// The biggest XRANGE answer accepted.
+    pub max_reply: usize,
+}
+
+/// A channel's entries from Redis, older than the worker's history.
+pub(crate) struct Older {
+    pub channel: Bytes,
+    pub replay: Replay,
+    /// The last entry read (or the resume's own ID when none was newer).
+    pub last: Id,
+}
+
+/// One kept-open connection per worker; `None` until first needed.
+#[derive(Default)]
+pub(crate) struct Link(tokio::sync::Mutex<Option<(RedisStream, BytesMut)>>);
+
+/// Reads from Redis what the worker's history cannot vouch for. A channel
+/// that cannot be read (Redis down) is left out: the resume then says
+/// `recovered:false` from memory alone.
+/// `vouches(channel, id)`: whether the worker's history alone replays
+/// everything after `id`.
+pub(crate) async fn fetch(
+    link: &Link,
+    vouches: impl Fn(&[u8], Id) -> bool,
+    source: &Source,
+    asked: &Asked,
+    v1: bool,
+) -> Vec<Older> {
+    let mut out = Vec::new();
+    for (channel, point) in asked {
+        let Point::After(id) = *point else { continue };
+        if vouches(channel, id) {
+            continue;
+        }
+        if let Ok(older) = read(link, source, channel, id, v1).await {
+            out.push(older);
+        }
+    }
+    out
+}
+
+/// `XRANGE channel id + COUNT max+2`: the entry `id` itself, when Redis
+/// still holds it, proves that nothing after it was trimmed; one more than
+/// the bound after it shows that the bound cut the replay short.
+async fn read(
+    link: &Link,
+    source: &Source,
+    channel: &Bytes,
+    id: Id,
+    v1: bool,
+) -> Result<Older, String> {
+    let start = id.to_string();
+    let count = (source.settings.max_replay + 2).to_string();
+    let cmd = command(&[
+        b"XRANGE",
+        channel,
+        start.as_bytes(),
+        b"+",
+        b"COUNT",
+        count.as_bytes(),
+    ]);
+    let frame = ask(link, source, &cmd).await?;
+    let mut entries = stream_entries::range(frame, source.settings.field.as_bytes())?;
+    let linked = entries.first().is_some_and(|e| e.id == id);
+    if linked {
+        entries.remove(0);
+    }
+    let whole = linked && entries.len() <= source.settings.max_replay;
+    entries.truncate(source.settings.max_replay);
+    let mut encoder = source.encoder.lock().map_err(|_| "poisoned")?.clone();
+    let (mut last, mut frames) = (id, Vec::with_capacity(entries.len()));
+    for e in entries {
+        let stamp = Stamp {
+            id: e.id,
+            prev: Some(last),
+        };
+        last = e.id;
+        let Some(payload) = e.payload else { continue };
+        if let Ok(m) = encoder.encode_stamped(channel, &payload, Some(stamp)) {
+            frames.push(match (v1, &m.envelope, m.enveloped) {
+                (true, Some(env), false) => env.clone(),
+                _ => m.frame.clone(),
+            });
+        }
+    }
+    Ok(Older {
+        channel: channel.clone(),
+        replay: Replay {
+            frames,
+            recovered: whole,
+        },
+        last,
+    })
+}
+
+/// One request on the worker's connection (made, or made again, as needed).
+async fn ask(link: &Link, source: &Source, cmd: &[u8]) -> Result<BytesFrame, String> {
+    let mut guard = link.0.lock().await;
+    for attempt in 0..2 {
+        if guard.is_none() {
+            let sock = source
+                .target
+                .connect()
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            *guard = Some((sock, BytesMut::new()));
+        }
+        let (sock, buf) = guard.as_mut().expect("connected");
+        let sent = async {
+            sock.write_all(cmd).await?;
+            sock.flush().await
+        };
+        let answer = match sent.await {
+            Ok(()) => timeout(ANSWER, reply::read_capped(sock, buf, source.max_reply)).await,
+            Err(e) => Ok(Err(reply::ReplyError::Io(e))),
+        };
+        match answer {
+            Ok(Ok(frame)) => return Ok(frame),
+            _ if attempt == 0 => *guard = None,
+            _ => {
+                *guard = None;
+                return Err("Redis did not answer the XRANGE".into());
+            }
+        }
+    }
+    Err("Redis did not answer the XRANGE".into())
+}

@@ -1,0 +1,324 @@
+//! `-rs-mode=stream`: one connection reads every configured stream with
+//! `XREAD BLOCK … COUNT … STREAMS …` from the last ID it delivered, and
+//! hands each entry to the ingest with Redis' own ID. After a lost
+//! connection (or a Redis restart) it goes on from there, so nothing is
+//! lost while Redis still holds the entries; whether it still held the
+//! one it stopped at decides whether the next entry is linked to it (the
+//! `prev` a resume trusts) or follows a possible gap.
+
+use super::backoff::Backoff;
+use super::connect::{ConnectError, RedisStream, Target};
+use super::resp::reply::{self, ReplyError};
+use super::resp::write::command;
+use super::stream_entries::{self, Entry};
+use super::subscriber::Failure;
+use crate::history::id::{Id, Stamp};
+use crate::ingest::handle::Ingest;
+use crate::ops::stats::Stats;
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::types::BytesFrame;
+use slog::{debug, info, warn, Logger};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+use tokio::time::{sleep, timeout};
+
+/// How long one XREAD waits for entries.
+const BLOCK: Duration = Duration::from_secs(5);
+
+/// Entries asked for per XREAD.
+const COUNT: usize = 256;
+
+/// Time for Redis to answer anything but the blocking read.
+const ANSWER: Duration = Duration::from_secs(5);
+
+/// Where one stream is.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    /// The last entry delivered (or, before the first, the stream's last
+    /// entry when reading began); `None` until known.
+    last: Option<Id>,
+    /// Whether the next entry read follows `last` with nothing between.
+    linked: bool,
+}
+
+/// Reads streams and relays their entries.
+pub struct StreamReader {
+    pub target: Target,
+    pub ingest: Ingest,
+    pub log: Logger,
+    pub stats: Arc<Stats>,
+    pub fatal: Option<oneshot::Sender<String>>,
+    /// The stream keys read here.
+    pub keys: Vec<Bytes>,
+    /// `-rs-stream-field`.
+    pub field: Bytes,
+    /// The biggest reply accepted: a batch of entries at `-rs-max-payload`.
+    pub max_reply: usize,
+    /// `-rs-keepalive`: how late beyond the block an answer may be.
+    pub keepalive: Duration,
+    /// For log lines: the cluster node, when one of several.
+    pub node: Option<String>,
+    cursors: Vec<Cursor>,
+}
+
+impl StreamReader {
+    /// A reader of `keys` (cursors start unknown).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        target: Target,
+        ingest: Ingest,
+        log: Logger,
+        stats: Arc<Stats>,
+        fatal: Option<oneshot::Sender<String>>,
+        keys: Vec<Bytes>,
+        field: &str,
+        max_payload: usize,
+        keepalive: Duration,
+    ) -> StreamReader {
+        StreamReader {
+            cursors: vec![Cursor::default(); keys.len()],
+            target,
+            ingest,
+            log,
+            stats,
+            fatal,
+            keys,
+            field: Bytes::copy_from_slice(field.as_bytes()),
+            max_reply: max_payload.saturating_mul(COUNT).max(1 << 20),
+            keepalive,
+            node: None,
+        }
+    }
+
+    /// Reads until the process ends, reconnecting with backoff.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new();
+        loop {
+            let Err(failure) = self.session(&mut backoff).await;
+            self.stats.redis_up.store(false, Relaxed);
+            if failure.refused && backoff.first {
+                if let Some(fatal) = self.fatal.take() {
+                    let _ = fatal.send(failure.why);
+                    return;
+                }
+            }
+            match backoff.is_reset() {
+                true => warn!(self.log, "[redis] {}; reconnecting", failure.why),
+                false => debug!(self.log, "[redis] {}; retrying", failure.why),
+            }
+            sleep(backoff.next_delay()).await;
+        }
+    }
+
+    fn place(&self) -> String {
+        self.node.clone().unwrap_or_else(|| self.target.describe())
+    }
+
+    /// One connection: where each stream is, then XREAD until it fails.
+    async fn session(&mut self, backoff: &mut Backoff) -> Result<Infallible, Failure> {
+        let place = self.place();
+        let connecting = match &self.node {
+            None => self.target.connect().await,
+            Some(n) => {
+                let (host, port) = n.rsplit_once(':').unwrap_or((n, "6379"));
+                self.target
+                    .connect_to(host, port.parse().unwrap_or(6379))
+                    .await
+            }
+        };
+        let mut sock = connecting.map_err(|e| match e {
+            ConnectError::Io(why) => io(format!("cannot connect to {place}: {why}")),
+            ConnectError::Refused(why) => Failure {
+                why: format!("{place} refused us: {why}"),
+                refused: true,
+            },
+        })?;
+        let mut buf = BytesMut::new();
+        self.position(&mut sock, &mut buf).await?;
+        if !backoff.first {
+            self.stats.redis_reconnects.fetch_add(1, Relaxed);
+        }
+        backoff.first = false;
+        backoff.reset();
+        self.stats.redis_up.store(true, Relaxed);
+        self.announce(&place);
+        loop {
+            let cmd = self.xread_command();
+            let frame = self
+                .ask(&mut sock, &mut buf, &cmd, BLOCK + self.keepalive)
+                .await?;
+            let batch =
+                stream_entries::xread(frame, &self.field).map_err(|why| refused(&place, why))?;
+            for (key, entries) in batch {
+                self.relay(&key, entries).await;
+            }
+        }
+    }
+
+    /// `[redis] reading streams a (from 5-1), b (from the start) on …`.
+    fn announce(&self, place: &str) {
+        let list: Vec<String> = self
+            .keys
+            .iter()
+            .zip(&self.cursors)
+            .map(|(k, c)| match c.last {
+                Some(id) if id != Id::default() => {
+                    format!("{} (after {id})", String::from_utf8_lossy(k))
+                }
+                _ => format!("{} (from the start)", String::from_utf8_lossy(k)),
+            })
+            .collect();
+        info!(
+            self.log,
+            "[redis] reading streams {} on {place}",
+            list.join(", ")
+        );
+    }
+
+    /// Where to read from: a stream first seen is read from its newest
+    /// entry on (`XREVRANGE … COUNT 1`); one read before, from its last
+    /// delivered entry, linked to it only if Redis still holds that entry
+    /// (else some after it may have been trimmed, or Redis lost its data).
+    async fn position(
+        &mut self,
+        sock: &mut RedisStream,
+        buf: &mut BytesMut,
+    ) -> Result<(), Failure> {
+        let place = self.place();
+        for i in 0..self.keys.len() {
+            let key = self.keys[i].clone();
+            let cursor = self.cursors[i];
+            let cmd = match cursor.last {
+                None => command(&[b"XREVRANGE", &key, b"+", b"-", b"COUNT", b"1"]),
+                Some(id) => {
+                    let id = id.to_string();
+                    command(&[b"XRANGE", &key, id.as_bytes(), id.as_bytes()])
+                }
+            };
+            let frame = self.ask(sock, buf, &cmd, ANSWER).await?;
+            let found =
+                stream_entries::range(frame, &self.field).map_err(|why| refused(&place, why))?;
+            self.cursors[i] = match (cursor.last, found.first()) {
+                (None, Some(newest)) => Cursor {
+                    last: Some(newest.id),
+                    linked: true,
+                },
+                (None, None) => Cursor {
+                    last: Some(Id::default()),
+                    linked: false,
+                },
+                (Some(last), kept) => Cursor {
+                    last: Some(last),
+                    linked: kept.is_some(),
+                },
+            };
+        }
+        Ok(())
+    }
+
+    /// `XREAD BLOCK … COUNT … STREAMS k… id…`.
+    fn xread_command(&self) -> Vec<u8> {
+        let block = BLOCK.as_millis().to_string();
+        let count = COUNT.to_string();
+        let ids: Vec<String> = self
+            .cursors
+            .iter()
+            .map(|c| c.last.unwrap_or_default().to_string())
+            .collect();
+        let mut parts: Vec<&[u8]> = vec![
+            b"XREAD",
+            b"BLOCK",
+            block.as_bytes(),
+            b"COUNT",
+            count.as_bytes(),
+            b"STREAMS",
+        ];
+        parts.extend(self.keys.iter().map(|k| k.as_ref()));
+        parts.extend(ids.iter().map(|i| i.as_bytes()));
+        command(&parts)
+    }
+
+    /// Sends `cmd` and reads its answer within `wait`.
+    async fn ask(
+        &self,
+        sock: &mut RedisStream,
+        buf: &mut BytesMut,
+        cmd: &[u8],
+        wait: Duration,
+    ) -> Result<BytesFrame, Failure> {
+        let place = self.place();
+        let lost = |why: String| io(format!("connection to {place} lost: {why}"));
+        sock.write_all(cmd).await.map_err(|e| lost(e.to_string()))?;
+        sock.flush().await.map_err(|e| lost(e.to_string()))?;
+        let answer = timeout(wait, reply::read_capped(sock, buf, self.max_reply))
+            .await
+            .map_err(|_| lost(format!("no answer within {wait:?}")))?;
+        let read = answer.map_err(|e| match e {
+            ReplyError::Io(_) => lost(e.to_string()),
+            ReplyError::Malformed(why) => lost(why),
+        })?;
+        Ok(read)
+    }
+
+    /// Hands a stream's new entries to the ingest, each linked to the one
+    /// before when nothing can be between them.
+    async fn relay(&mut self, key: &Bytes, entries: Vec<Entry>) {
+        let Some(i) = self.keys.iter().position(|k| k == key) else {
+            return;
+        };
+        for e in entries {
+            let cursor = &mut self.cursors[i];
+            let prev = cursor.linked.then_some(cursor.last).flatten();
+            cursor.last = Some(e.id);
+            cursor.linked = true;
+            lag(&self.stats, e.id);
+            let Some(payload) = e.payload else {
+                debug!(
+                    self.log,
+                    "[redis] stream entry {} has no field {:?}; skipped",
+                    e.id,
+                    String::from_utf8_lossy(&self.field)
+                );
+                self.ingest.count_oversized(key);
+                continue;
+            };
+            let stamp = Stamp { id: e.id, prev };
+            if let Err(why) = self.ingest.publish_stamped(key, &payload, stamp).await {
+                debug!(
+                    self.log,
+                    "[redis] stream entry {} not relayed: {why:?}", e.id
+                );
+            }
+        }
+    }
+}
+
+/// The reader's lag: now minus the time in the newest entry's ID.
+fn lag(stats: &Stats, id: Id) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let now = now.map_or(0, |d| d.as_millis() as u64);
+    stats
+        .history
+        .stream_lag_ms
+        .store(now.saturating_sub(id.high), Relaxed);
+}
+
+fn io(why: String) -> Failure {
+    Failure {
+        why,
+        refused: false,
+    }
+}
+
+/// Redis refused a stream command (ACL, wrong type): not worth retrying
+/// fast, fatal before the first success.
+fn refused(place: &str, why: String) -> Failure {
+    Failure {
+        why: format!("{place}: {why}"),
+        refused: true,
+    }
+}

@@ -1,0 +1,239 @@
+//! `-rs-mode=stream`: Redis streams as the source. Entries relayed with
+//! Redis' own IDs; nothing lost across a lost connection, a Redis restart
+//! (AOF, `appendfsync always`) or a relay restart, while Redis holds the
+//! entries; resumes older than the memory history read with XRANGE.
+//! Entries are added with redis-cli at its defaults, `POST /publish` and
+//! `pubsocketd-publisher -stream`.
+
+mod common;
+
+use common::redis::RedisServer;
+use common::relay::{self, next_data, raw_exchange, run, Relay, Ws};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const T: Duration = Duration::from_secs(20);
+
+async fn connect_v1(url: &str) -> Ws {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "pubsocketd.v1".parse().unwrap());
+    let host = req.uri().authority().unwrap().to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    tokio_tungstenite::client_async(req, tcp).await.unwrap().0
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    let m = next_data(ws, T).await;
+    serde_json::from_str(m.to_text().unwrap()).unwrap()
+}
+
+/// The next `n` envelopes' (id, data).
+async fn take(ws: &mut Ws, n: usize) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let v = next_json(ws).await;
+        let id = v["id"].as_str().unwrap_or_else(|| panic!("no id: {v}"));
+        out.push((id.to_string(), v["data"].clone()));
+    }
+    out
+}
+
+fn numbers(got: &[(String, Value)]) -> Vec<u64> {
+    got.iter().map(|(_, d)| d.as_u64().unwrap()).collect()
+}
+
+/// `XADD key * data <n>` for each n; returns the IDs Redis gave.
+fn xadd(redis: &RedisServer, key: &str, from: u64, to: u64) -> Vec<String> {
+    (from..=to)
+        .map(|n| {
+            redis
+                .cli(&["XADD", key, "*", "data", &n.to_string()])
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
+fn relay(redis: &RedisServer, extra: &[&str]) -> Relay {
+    let mut args = vec!["-rs-mode=stream", "-rs-channel=news,alerts", "-workers=1"];
+    args.extend_from_slice(extra);
+    let r = Relay::insecure(redis.port(), &args);
+    r.stdout
+        .wait_for("[redis] reading streams", T)
+        .unwrap_or_else(|| panic!("{:?}", r.stdout.all()));
+    r
+}
+
+#[tokio::test]
+async fn entries_arrive_with_redis_ids_from_every_way_in() {
+    let redis = RedisServer::start();
+    xadd(&redis, "news", 1, 2); // before the relay: not replayed to anyone
+    let r = relay(&redis, &["-publish-addr=127.0.0.1:0", "-publish-token=tok"]);
+    assert!(
+        r.stdout.wait_for("news (after ", T).is_some(),
+        "{:?}",
+        r.stdout.all()
+    );
+    let mut v1 = connect_v1(&r.url("/?channel=news")).await;
+    let mut plain = relay::connect(&r.url("/?channel=news"), None)
+        .await
+        .unwrap();
+    let ids = xadd(&redis, "news", 3, 3);
+    let got = take(&mut v1, 1).await;
+    assert_eq!(
+        (got[0].0.as_str(), numbers(&got)),
+        (ids[0].as_str(), vec![3])
+    );
+    assert_eq!(next_data(&mut plain, T).await, Message::text("3"));
+    // Another field only: skipped. Then POST /publish does the XADD.
+    redis.cli(&["XADD", "news", "*", "other", "x"]);
+    let line = r
+        .stdout
+        .wait_for("[init] publish endpoint on http://", T)
+        .unwrap();
+    let rest = &line[line.find("http://").unwrap() + 7..];
+    let addr = &rest[..rest.find('/').unwrap()];
+    let body = "4";
+    let answer = raw_exchange(
+        addr,
+        format!("POST /publish?channel=news HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+    );
+    let reply: Value =
+        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let got = take(&mut v1, 1).await;
+    assert_eq!(numbers(&got), [4]);
+    assert_eq!(reply, json!({"channel": "news", "id": got[0].0}));
+    // pubsocketd-publisher -stream, raw lines.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pubsocketd-publisher"))
+        .args([
+            "-port",
+            &redis.port().to_string(),
+            "-channel",
+            "news",
+            "-stream",
+            "-raw",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"5\n6\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(numbers(&take(&mut v1, 2).await), [5, 6]);
+    assert_eq!(redis.cli(&["XLEN", "news"]).trim(), "7");
+}
+
+#[tokio::test]
+async fn nothing_redis_holds_is_lost_across_a_lost_connection_and_a_redis_restart() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let r = relay(&redis, &[]);
+    let mut ws = connect_v1(&r.url("/?channel=news")).await;
+    xadd(&redis, "news", 1, 2);
+    assert_eq!(numbers(&take(&mut ws, 2).await), [1, 2]);
+    // The reader's connection killed: what is added meanwhile still comes.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    xadd(&redis, "news", 3, 5);
+    assert_eq!(numbers(&take(&mut ws, 3).await), [3, 4, 5]);
+    // Redis SIGKILLed right after an XADD, restarted from its AOF.
+    xadd(&redis, "news", 6, 6);
+    redis.restart();
+    xadd(&redis, "news", 7, 8);
+    let got = take(&mut ws, 3).await;
+    assert_eq!(numbers(&got), [6, 7, 8], "none lost, none twice");
+    assert!(r
+        .stdout
+        .wait_count("[redis] reading streams", 3, T)
+        .is_some());
+    // Resuming from entry 5 on this relay: all of it is in memory.
+    let mut back = connect_v1(&r.url(&format!("/?channel=news&since={}", got[0].0))).await;
+    assert_eq!(numbers(&take(&mut back, 2).await), [7, 8]);
+    assert_eq!(
+        next_json(&mut back).await,
+        json!({"channel": "news", "recovered": true})
+    );
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
+    let redis = RedisServer::start();
+    let mut first = relay(&redis, &[]);
+    let mut ws = connect_v1(&first.url("/?channel=news")).await;
+    xadd(&redis, "news", 1, 2);
+    let seen = take(&mut ws, 2).await;
+    first.signal(libc::SIGTERM);
+    first.wait_exit(T).unwrap();
+    // Published while no relay runs; a new relay (another process, another
+    // port: as behind a load balancer) knows none of it in memory.
+    xadd(&redis, "news", 3, 6);
+    let second = relay(&redis, &["-history-max-replay=3"]);
+    let since = &seen[1].0;
+    let mut ws = connect_v1(&second.url(&format!("/?channel=news&since={since}"))).await;
+    assert_eq!(numbers(&take(&mut ws, 3).await), [3, 4, 5]);
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"channel": "news", "recovered": false}),
+        "over -history-max-replay: what is missing is said"
+    );
+    let third = relay(&redis, &[]);
+    let mut ws = connect_v1(&third.url(&format!("/?channel=news&since={since}"))).await;
+    assert_eq!(numbers(&take(&mut ws, 4).await), [3, 4, 5, 6]);
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"channel": "news", "recovered": true})
+    );
+    xadd(&redis, "news", 7, 7);
+    assert_eq!(numbers(&take(&mut ws, 1).await), [7], "then the live ones");
+    // The same from a v1 subscribe, and from an ID trimmed away.
+    let mut sub = connect_v1(&third.url("/?channel=alerts")).await;
+    let msg = json!({"subscribe": ["news"], "since": {"news": seen[0].0}}).to_string();
+    use futures_util::SinkExt;
+    sub.send(Message::text(msg)).await.unwrap();
+    assert_eq!(next_json(&mut sub).await, json!({"subscribed": ["news"]}));
+    assert_eq!(numbers(&take(&mut sub, 6).await), [2, 3, 4, 5, 6, 7]);
+    assert_eq!(next_json(&mut sub).await["recovered"], true);
+    redis.cli(&["XTRIM", "news", "MAXLEN", "2"]);
+    let mut trimmed = connect_v1(&third.url(&format!("/?channel=news&since={since}"))).await;
+    assert_eq!(numbers(&take(&mut trimmed, 2).await), [6, 7]);
+    assert_eq!(
+        next_json(&mut trimmed).await["recovered"],
+        false,
+        "3 to 5 were trimmed"
+    );
+}
+
+#[test]
+fn stream_mode_flags_are_checked() {
+    for (args, why) in [
+        (
+            &["-rs-mode=stream", "-rs-channel=news,user.*"][..],
+            "is a pattern",
+        ),
+        (
+            &["-rs-mode=streams"][..],
+            "-rs-mode must be pubsub or stream",
+        ),
+        (
+            &["-rs-mode=stream", "-broker=embedded"][..],
+            "-broker=embedded has no Redis",
+        ),
+        (
+            &["-rs-mode=stream", "-rs-stream-field="][..],
+            "must not be empty",
+        ),
+        (
+            &["-rs-mode=stream", "-rs-cluster"][..],
+            "does not read a Redis Cluster yet",
+        ),
+    ] {
+        let mut all = vec!["-ws-insecure"];
+        all.extend_from_slice(args);
+        let (status, _, err) = run(&all);
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+}
