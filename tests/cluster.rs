@@ -1,5 +1,6 @@
 //! Redis Cluster: sharded pub/sub on a real 3-node cluster the test
-//! creates, through a node restart and a slot moving to another node.
+//! creates, through a node restart and a slot moving to another node; and
+//! streams (`-rs-mode=stream`) read on their nodes.
 
 mod common;
 
@@ -336,4 +337,103 @@ async fn channels_on_demand_follow_their_slots() {
         next_data(&mut clients[0], T).await,
         Message::text("after the restart")
     );
+}
+
+/// A v1 client of the relay at `url`, with its (channel, id, data) reader.
+async fn v1(url: &str) -> relay::Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "pubsocketd.v1".parse().unwrap());
+    let host = req.uri().authority().unwrap().to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    tokio_tungstenite::client_async(req, tcp).await.unwrap().0
+}
+
+async fn envelope(ws: &mut relay::Ws) -> serde_json::Value {
+    let m = next_data(ws, T).await;
+    serde_json::from_str(m.to_text().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_read_on_their_nodes_through_a_restart_and_resumed_from_them() {
+    let mut cluster = Cluster::start();
+    let owners: Vec<usize> = ["a", "b", "c"].iter().map(|c| cluster.owner(c)).collect();
+    let seed = cluster.nodes[0].port();
+    let args = [
+        "-ws-insecure",
+        "-rs-cluster",
+        "-rs-mode=stream",
+        &format!("-rs-url=redis://127.0.0.1:{seed}"),
+        "-rs-channel=a,b,c,{a}.more",
+    ];
+    let r = Relay::start(&args);
+    // One reader per slot: a and {a}.more share one, b and c have their own.
+    r.stdout
+        .wait_count("[redis] reading streams", 3, T)
+        .unwrap();
+    let xadd = |c: &Cluster, key: &str, data: &str| {
+        let out = c.nodes[c.owner(key)].cli(&["XADD", key, "*", "data", data]);
+        out.trim().to_string()
+    };
+    let mut ws = v1(&r.url("/")).await;
+    let mut ids = Vec::new();
+    for key in ["a", "b", "c", "{a}.more"] {
+        ids.push(xadd(&cluster, key, &format!("{key}1")));
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let e = envelope(&mut ws).await;
+        got.push((
+            e["channel"].as_str().unwrap().to_string(),
+            e["id"].as_str().unwrap().to_string(),
+        ));
+    }
+    got.sort();
+    let mut want: Vec<(String, String)> = ["a", "b", "c", "{a}.more"]
+        .iter()
+        .zip(&ids)
+        .map(|(k, id)| (k.to_string(), id.clone()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "each entry once, with Redis' ID");
+    // The node of "b" dies and comes back (without its data: no AOF).
+    let b = owners[1];
+    cluster.nodes[b].kill();
+    cluster.nodes[b].restart();
+    cluster.wait_ok();
+    r.stdout
+        .wait_count("[redis] reading streams b", 2, T)
+        .unwrap();
+    xadd(&cluster, "b", "b2");
+    let e = envelope(&mut ws).await;
+    assert_eq!(
+        (&e["channel"], &e["data"]),
+        (&serde_json::json!("b"), &serde_json::json!("b2"))
+    );
+    // A second relay, which never saw "c1": the resume is read from the
+    // node that owns "c" (following MOVED from the seed).
+    let second = Relay::start(&args);
+    second
+        .stdout
+        .wait_count("[redis] reading streams", 3, T)
+        .unwrap();
+    xadd(&cluster, "c", "c2");
+    let c0 = &ids[2];
+    let before_c1 = format!(
+        "{}-0",
+        c0.split('-').next().unwrap().parse::<u64>().unwrap() - 1
+    );
+    let mut late = v1(&second.url(&format!("/?channel=c&since=c:{before_c1}"))).await;
+    let first = envelope(&mut late).await;
+    assert_eq!(first["data"], "c1");
+    assert_eq!(envelope(&mut late).await["data"], "c2");
+    assert_eq!(
+        envelope(&mut late).await,
+        serde_json::json!({"channel": "c", "recovered": false}),
+        "an ID Redis never held cannot vouch for what came after it"
+    );
+    let mut exact = v1(&second.url(&format!("/?channel=c&since=c:{c0}"))).await;
+    assert_eq!(envelope(&mut exact).await["data"], "c2");
+    assert_eq!(envelope(&mut exact).await["recovered"], true);
 }

@@ -225,10 +225,6 @@ fn stream_mode_flags_are_checked() {
             &["-rs-mode=stream", "-rs-stream-field="][..],
             "must not be empty",
         ),
-        (
-            &["-rs-mode=stream", "-rs-cluster"][..],
-            "does not read a Redis Cluster yet",
-        ),
     ] {
         let mut all = vec!["-ws-insecure"];
         all.extend_from_slice(args);

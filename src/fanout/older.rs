@@ -13,6 +13,7 @@ use crate::history::since::Point;
 use crate::ingest::encode::Encoder;
 use crate::ops::config::StreamSettings;
 use crate::redis::connect::{RedisStream, Target};
+use crate::redis::publisher::moved_to;
 use crate::redis::resp::reply;
 use crate::redis::resp::write::command;
 use crate::redis::stream_entries;
@@ -126,35 +127,47 @@ async fn read(
     })
 }
 
-/// One request on the worker's connection (made, or made again, as needed).
+/// One request on the worker's connection (made, or made again, as
+/// needed; under `-rs-cluster` moved to the node a `MOVED` answer names).
 async fn ask(link: &Link, source: &Source, cmd: &[u8]) -> Result<BytesFrame, String> {
     let mut guard = link.0.lock().await;
-    for attempt in 0..2 {
+    let mut node: Option<(String, u16)> = None;
+    for _ in 0..4 {
         if guard.is_none() {
-            let sock = source
-                .target
-                .connect()
-                .await
-                .map_err(|e| format!("{e:?}"))?;
+            let connecting = match &node {
+                Some((host, port)) => source.target.connect_to(host, *port).await,
+                None => source.target.connect().await,
+            };
+            let sock = connecting.map_err(|e| format!("{e:?}"))?;
             *guard = Some((sock, BytesMut::new()));
         }
         let (sock, buf) = guard.as_mut().expect("connected");
-        let sent = async {
-            sock.write_all(cmd).await?;
-            sock.flush().await
-        };
-        let answer = match sent.await {
-            Ok(()) => timeout(ANSWER, reply::read_capped(sock, buf, source.max_reply)).await,
-            Err(e) => Ok(Err(reply::ReplyError::Io(e))),
-        };
-        match answer {
-            Ok(Ok(frame)) => return Ok(frame),
-            _ if attempt == 0 => *guard = None,
-            _ => {
-                *guard = None;
-                return Err("Redis did not answer the XRANGE".into());
-            }
+        match exchange(sock, buf, cmd, source.max_reply).await {
+            Some(BytesFrame::Error(e)) => match moved_to(&e) {
+                Some(owner) => {
+                    node = Some(owner);
+                    *guard = None;
+                }
+                None => return Err(format!("Redis answered: {e}")),
+            },
+            Some(frame) => return Ok(frame),
+            None => *guard = None,
         }
     }
     Err("Redis did not answer the XRANGE".into())
+}
+
+/// Sends `cmd` and reads the answer; `None` when the connection failed.
+async fn exchange(
+    sock: &mut RedisStream,
+    buf: &mut BytesMut,
+    cmd: &[u8],
+    cap: usize,
+) -> Option<BytesFrame> {
+    sock.write_all(cmd).await.ok()?;
+    sock.flush().await.ok()?;
+    timeout(ANSWER, reply::read_capped(sock, buf, cap))
+        .await
+        .ok()?
+        .ok()
 }

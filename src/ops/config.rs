@@ -574,12 +574,6 @@ fn streams_fit(a: &Args, channels: &Channels, embedded: bool) -> Result<(), Stri
     if a.rs_on_demand {
         return Err("-rs-mode=stream and -rs-on-demand exclude each other".into());
     }
-    if a.rs_cluster {
-        return Err(
-            "-rs-mode=stream does not read a Redis Cluster yet (one reader per node is not built)"
-                .into(),
-        );
-    }
     if a.rs_channel_file.is_some() {
         return Err(
             "-rs-mode=stream takes its stream keys from -rs-channel, not -rs-channel-file".into(),

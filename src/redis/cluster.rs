@@ -11,17 +11,18 @@ use super::backoff::Backoff;
 use super::connect::{ConnectError, Target};
 use super::resp::reply;
 use super::resp::write::command;
+use super::stream::{Cursors, Ready, StreamReader};
 use super::subscriber::{Failure, Node, Subscriber};
 use crate::channels::{Channels, Live};
 use crate::demand::Demand;
 use crate::ingest::handle::Ingest;
 use crate::ops::config::Config;
 use crate::ops::stats::Stats;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
 use slog::{debug, warn, Logger};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -37,6 +38,8 @@ pub type SlotMap = Vec<(u16, u16, String, u16)>;
 /// The cluster side of the relay.
 pub struct Cluster {
     pub cfg: Config,
+    /// `-rs-mode=stream`: where each stream is, kept across node sessions.
+    pub cursors: Option<Cursors>,
     pub target: Target,
     pub ingest: Ingest,
     pub channels: Arc<Live>,
@@ -50,6 +53,7 @@ impl From<Subscriber> for Cluster {
     /// The cluster side built from the single-server subscriber's parts.
     fn from(s: Subscriber) -> Cluster {
         Cluster {
+            cursors: s.cfg.redis.stream.as_ref().map(|_| Cursors::default()),
             cfg: s.cfg,
             target: s.target,
             ingest: s.ingest,
@@ -157,6 +161,16 @@ impl Cluster {
                 continue;
             }
             let live = Arc::new(AtomicBool::new(false));
+            if let Some(cursors) = &self.cursors {
+                let task = self.stream_node(host, *port, share, cursors, &live, ended);
+                let r = Running {
+                    share: share.clone(),
+                    live,
+                    task,
+                };
+                running.insert((host.clone(), *port), r);
+                continue;
+            }
             let node = Node {
                 host: host.clone(),
                 port: *port,
@@ -181,6 +195,72 @@ impl Cluster {
             };
             running.insert((host.clone(), *port), r);
         }
+    }
+
+    /// Under `-rs-mode=stream`: the readers of a node's streams, one per
+    /// hash slot (a multi-key XREAD must stay within one), until the first
+    /// fails (the others stop with it; the cursors stay).
+    fn stream_node(
+        &self,
+        host: &str,
+        port: u16,
+        share: &Share,
+        cursors: &Cursors,
+        live: &Arc<AtomicBool>,
+        ended: &mpsc::UnboundedSender<Failure>,
+    ) -> JoinHandle<()> {
+        let mut slots: BTreeMap<u16, Vec<Bytes>> = BTreeMap::new();
+        for name in &share.channels {
+            let slot = redis_protocol::redis_keyslot(name.as_bytes());
+            slots
+                .entry(slot)
+                .or_default()
+                .push(Bytes::copy_from_slice(name.as_bytes()));
+        }
+        let placed = Arc::new(AtomicUsize::new(0));
+        let of = slots.len();
+        let field = self
+            .cfg
+            .redis
+            .stream
+            .as_ref()
+            .map_or("data", |s| s.field.as_str());
+        let mut readers = tokio::task::JoinSet::new();
+        for keys in slots.into_values() {
+            let ready = Ready {
+                placed: placed.clone(),
+                of,
+                live: live.clone(),
+            };
+            let reader = StreamReader::new(
+                self.target.clone(),
+                self.ingest.clone(),
+                self.log.clone(),
+                self.stats.clone(),
+                None,
+                keys,
+                field,
+                self.cfg.max_payload,
+                self.cfg.keepalive,
+            );
+            let mut reader = reader.on_node(host, port, cursors.clone(), ready);
+            readers.spawn(async move {
+                let Err(failure) = reader.session(&mut Backoff::new()).await;
+                failure
+            });
+        }
+        let (live, ended) = (live.clone(), ended.clone());
+        tokio::spawn(async move {
+            let failure = match readers.join_next().await {
+                Some(Ok(f)) => f,
+                _ => Failure {
+                    why: "a stream reader stopped".into(),
+                    refused: false,
+                },
+            };
+            live.store(false, Relaxed);
+            let _ = ended.send(failure);
+        })
     }
 
     fn node_subscriber(&self, node: Node) -> Subscriber {

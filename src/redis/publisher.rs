@@ -166,7 +166,7 @@ async fn publish_redis(
 }
 
 /// The node of a `MOVED <slot> <host>:<port>` answer.
-fn moved_to(error: &str) -> Option<(String, u16)> {
+pub(crate) fn moved_to(error: &str) -> Option<(String, u16)> {
     let addr = error.split("MOVED ").nth(1)?.split_whitespace().nth(1)?;
     let (host, port) = addr.rsplit_once(':')?;
     Some((host.to_string(), port.parse().ok()?))

@@ -18,9 +18,10 @@ use crate::ops::stats::Stats;
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
 use slog::{debug, info, warn, Logger};
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
@@ -37,12 +38,25 @@ const ANSWER: Duration = Duration::from_secs(5);
 
 /// Where one stream is.
 #[derive(Debug, Clone, Copy, Default)]
-struct Cursor {
+pub struct Cursor {
     /// The last entry delivered (or, before the first, the stream's last
     /// entry when reading began); `None` until known.
     last: Option<Id>,
     /// Whether the next entry read follows `last` with nothing between.
     linked: bool,
+}
+
+/// Where every stream is, kept across sessions (and, under `-rs-cluster`,
+/// across the node sessions the supervisor restarts). Written once per
+/// entry, by the one reader of that stream.
+pub type Cursors = Arc<Mutex<HashMap<Bytes, Cursor>>>;
+
+/// Under `-rs-cluster`: a node is live once each of its readers (one per
+/// hash slot of its streams: a multi-key XREAD needs one slot) is placed.
+pub struct Ready {
+    pub placed: Arc<AtomicUsize>,
+    pub of: usize,
+    pub live: Arc<AtomicBool>,
 }
 
 /// Reads streams and relays their entries.
@@ -60,9 +74,12 @@ pub struct StreamReader {
     pub max_reply: usize,
     /// `-rs-keepalive`: how late beyond the block an answer may be.
     pub keepalive: Duration,
-    /// For log lines: the cluster node, when one of several.
-    pub node: Option<String>,
+    /// The cluster node, when one of several.
+    pub node: Option<(String, u16)>,
+    /// Under `-rs-cluster`: the node's readiness.
+    pub ready: Option<Ready>,
     cursors: Vec<Cursor>,
+    store: Cursors,
 }
 
 impl StreamReader {
@@ -91,7 +108,17 @@ impl StreamReader {
             max_reply: max_payload.saturating_mul(COUNT).max(1 << 20),
             keepalive,
             node: None,
+            ready: None,
+            store: Cursors::default(),
         }
+    }
+
+    /// The reader of one node's streams of one hash slot, sharing `store`.
+    pub fn on_node(mut self, host: &str, port: u16, store: Cursors, ready: Ready) -> StreamReader {
+        self.node = Some((host.to_string(), port));
+        self.store = store;
+        self.ready = Some(ready);
+        self
     }
 
     /// Reads until the process ends, reconnecting with backoff.
@@ -115,20 +142,18 @@ impl StreamReader {
     }
 
     fn place(&self) -> String {
-        self.node.clone().unwrap_or_else(|| self.target.describe())
+        match &self.node {
+            Some((host, port)) => format!("cluster node {host}:{port}"),
+            None => self.target.describe(),
+        }
     }
 
     /// One connection: where each stream is, then XREAD until it fails.
-    async fn session(&mut self, backoff: &mut Backoff) -> Result<Infallible, Failure> {
+    pub async fn session(&mut self, backoff: &mut Backoff) -> Result<Infallible, Failure> {
         let place = self.place();
         let connecting = match &self.node {
             None => self.target.connect().await,
-            Some(n) => {
-                let (host, port) = n.rsplit_once(':').unwrap_or((n, "6379"));
-                self.target
-                    .connect_to(host, port.parse().unwrap_or(6379))
-                    .await
-            }
+            Some((host, port)) => self.target.connect_to(host, *port).await,
         };
         let mut sock = connecting.map_err(|e| match e {
             ConnectError::Io(why) => io(format!("cannot connect to {place}: {why}")),
@@ -138,13 +163,13 @@ impl StreamReader {
             },
         })?;
         let mut buf = BytesMut::new();
+        self.cursors = {
+            let store = self.store.lock().expect("cursors");
+            let known = |k| store.get(k).copied().unwrap_or_default();
+            self.keys.iter().map(known).collect()
+        };
         self.position(&mut sock, &mut buf).await?;
-        if !backoff.first {
-            self.stats.redis_reconnects.fetch_add(1, Relaxed);
-        }
-        backoff.first = false;
-        backoff.reset();
-        self.stats.redis_up.store(true, Relaxed);
+        self.placed(backoff);
         self.announce(&place);
         loop {
             let cmd = self.xread_command();
@@ -156,6 +181,24 @@ impl StreamReader {
             for (key, entries) in batch {
                 self.relay(&key, entries).await;
             }
+        }
+    }
+
+    /// Every stream placed: the relay (or, in a cluster, this reader's
+    /// share of its node) is live.
+    fn placed(&self, backoff: &mut Backoff) {
+        let again = !backoff.first;
+        backoff.first = false;
+        backoff.reset();
+        if let Some(r) = &self.ready {
+            if r.placed.fetch_add(1, Relaxed) + 1 == r.of {
+                r.live.store(true, Relaxed);
+            }
+            return;
+        }
+        self.stats.redis_up.store(true, Relaxed);
+        if again {
+            self.stats.redis_reconnects.fetch_add(1, Relaxed);
         }
     }
 
@@ -202,7 +245,7 @@ impl StreamReader {
             let frame = self.ask(sock, buf, &cmd, ANSWER).await?;
             let found =
                 stream_entries::range(frame, &self.field).map_err(|why| refused(&place, why))?;
-            self.cursors[i] = match (cursor.last, found.first()) {
+            let placed = match (cursor.last, found.first()) {
                 (None, Some(newest)) => Cursor {
                     last: Some(newest.id),
                     linked: true,
@@ -216,6 +259,8 @@ impl StreamReader {
                     linked: kept.is_some(),
                 },
             };
+            self.cursors[i] = placed;
+            self.store.lock().expect("cursors").insert(key, placed);
         }
         Ok(())
     }
@@ -275,6 +320,7 @@ impl StreamReader {
             let prev = cursor.linked.then_some(cursor.last).flatten();
             cursor.last = Some(e.id);
             cursor.linked = true;
+            let placed = *cursor;
             lag(&self.stats, e.id);
             let Some(payload) = e.payload else {
                 debug!(
@@ -284,6 +330,10 @@ impl StreamReader {
                     String::from_utf8_lossy(&self.field)
                 );
                 self.ingest.count_oversized(key);
+                self.store
+                    .lock()
+                    .expect("cursors")
+                    .insert(key.clone(), placed);
                 continue;
             };
             let stamp = Stamp { id: e.id, prev };
@@ -293,6 +343,12 @@ impl StreamReader {
                     "[redis] stream entry {} not relayed: {why:?}", e.id
                 );
             }
+            // Stored after the hand-over: a session aborted during it (a
+            // cluster re-plan) reads the entry again rather than skip it.
+            self.store
+                .lock()
+                .expect("cursors")
+                .insert(key.clone(), placed);
         }
     }
 }
@@ -314,11 +370,13 @@ fn io(why: String) -> Failure {
     }
 }
 
-/// Redis refused a stream command (ACL, wrong type): not worth retrying
-/// fast, fatal before the first success.
+/// Redis refused a stream command: ACL or a key of another type (fatal
+/// before the first success), or a passing state (loading its data, a
+/// slot moving) that a retry outlives.
 fn refused(place: &str, why: String) -> Failure {
+    const PASSING: [&str; 5] = ["LOADING", "MOVED", "ASK ", "TRYAGAIN", "CLUSTERDOWN"];
     Failure {
+        refused: !PASSING.iter().any(|p| why.contains(p)),
         why: format!("{place}: {why}"),
-        refused: true,
     }
 }

@@ -131,8 +131,8 @@ pub fn build(
             demand,
         };
         let source = match &cfg.redis.stream {
-            Some(s) => streams(sub, &s.field),
-            None => source(sub),
+            Some(s) if !cfg.redis.cluster => streams(sub, &s.field),
+            _ => source(sub),
         };
         let publisher = Publisher::new(target, cfg.redis.stream.clone());
         (Some(source), Sink::Redis(publisher))
