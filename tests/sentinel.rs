@@ -1,7 +1,8 @@
 //! Redis Sentinel (`-rs-sentinel`): a real primary, a replica and three
 //! Sentinels. After `SENTINEL FAILOVER`, and after the new primary is
 //! killed (the Sentinels fail over back), the WebSocket client stays
-//! connected and receives what is published to the primary of the moment.
+//! connected and receives what is published to the primary of the moment;
+//! under `-rs-mode=stream`, every entry once, in order.
 
 mod common;
 
@@ -109,11 +110,12 @@ async fn delivered(server: &RedisServer, ws: &mut relay::Ws, payload: &str) {
     assert_eq!(next_data(ws, T).await, Message::text(payload));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_stay_through_failovers() {
-    let mut a = RedisServer::start();
+/// A primary `a`, its replica `b`, three Sentinels that know both, and
+/// the `-rs-sentinel` list.
+fn deployment() -> (RedisServer, RedisServer, Vec<SentinelProc>, String) {
+    let a = RedisServer::start();
     let a_port = a.port().to_string();
-    let mut b = RedisServer::start_with(&["--replicaof", "127.0.0.1", &a_port]);
+    let b = RedisServer::start_with(&["--replicaof", "127.0.0.1", &a_port]);
     wait(|| linked(&b), "the replica in sync");
     let sentinels: Vec<SentinelProc> = (0..3).map(|_| SentinelProc::start(a.port())).collect();
     wait(
@@ -128,9 +130,15 @@ async fn clients_stay_through_failovers() {
         .iter()
         .map(|s| format!("127.0.0.1:{}", s.port))
         .collect();
+    (a, b, sentinels, list.join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stay_through_failovers() {
+    let (mut a, mut b, sentinels, list) = deployment();
     let r = Relay::start(&[
         "-ws-insecure",
-        &format!("-rs-sentinel={}", list.join(",")),
+        &format!("-rs-sentinel={list}"),
         "-rs-sentinel-master=mymaster",
         "-rs-channel=news",
         "-publish-addr=127.0.0.1:0",
@@ -171,6 +179,75 @@ async fn clients_stay_through_failovers() {
     relay::bye(ws).await;
     drop(sentinels);
     a.kill();
+}
+
+/// Under `-rs-mode=stream`: entries added on each primary in turn reach
+/// the client once and in order, across `SENTINEL FAILOVER` and the death
+/// of the new primary (whose replica holds them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_lose_nothing_the_new_primary_holds() {
+    let (mut a, mut b, sentinels, list) = deployment();
+    let r = Relay::start(&[
+        "-ws-insecure",
+        &format!("-rs-sentinel={list}"),
+        "-rs-sentinel-master=mymaster",
+        "-rs-mode=stream",
+        "-rs-channel=news",
+    ]);
+    r.stdout.wait_for("[redis] reading streams", T).unwrap();
+    let mut ws = relay::connect(&r.url("/?channel=news"), None)
+        .await
+        .unwrap();
+    let xadd = |s: &RedisServer, n: u64| s.cli(&["XADD", "news", "*", "data", &n.to_string()]);
+    let mut seen = Vec::new();
+    for n in 1..=2 {
+        xadd(&a, n);
+    }
+    for _ in 0..2 {
+        seen.push(plain(&mut ws).await);
+    }
+    wait(|| linked(&b), "b in sync");
+    assert!(sentinels[0]
+        .cli(&["SENTINEL", "FAILOVER", "mymaster"])
+        .contains("OK"));
+    wait(|| sentinels[0].primary_port() == b.port(), "b promoted");
+    wait(|| b.cli(&["ROLE"]).starts_with("master"), "b a primary");
+    // The relay follows +switch-master: a new session, from its last ID.
+    assert!(
+        r.stdout
+            .wait_count("[redis] reading streams news (after ", 1, T)
+            .is_some(),
+        "{:#?}",
+        r.stdout.all()
+    );
+    for n in 3..=4 {
+        xadd(&b, n);
+    }
+    for _ in 0..2 {
+        seen.push(plain(&mut ws).await);
+    }
+    wait(|| linked(&a), "a following b");
+    wait(
+        || a.cli(&["XLEN", "news"]).trim() == "4",
+        "a holding every entry",
+    );
+    b.kill();
+    wait(
+        || sentinels[1].primary_port() == a.port(),
+        "a promoted again",
+    );
+    wait(|| a.cli(&["ROLE"]).starts_with("master"), "a a primary");
+    xadd(&a, 5);
+    seen.push(plain(&mut ws).await);
+    assert_eq!(seen, [1, 2, 3, 4, 5], "none lost, none twice, in order");
+    drop(sentinels);
+    a.kill();
+}
+
+/// The next message's payload, as a number (an original client).
+async fn plain(ws: &mut relay::Ws) -> u64 {
+    let m = next_data(ws, T).await;
+    m.to_text().unwrap().parse().unwrap()
 }
 
 /// POST /publish with the token; panics unless 200.

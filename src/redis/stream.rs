@@ -10,6 +10,7 @@ use super::backoff::Backoff;
 use super::connect::{ConnectError, RedisStream, Target};
 use super::resp::reply::{self, ReplyError};
 use super::resp::write::command;
+use super::sentinel;
 use super::stream_entries::{self, Entry};
 use super::subscriber::Failure;
 use crate::history::id::{Id, Stamp};
@@ -121,8 +122,17 @@ impl StreamReader {
         self
     }
 
-    /// Reads until the process ends, reconnecting with backoff.
+    /// Reads until the process ends, reconnecting with backoff (and, with
+    /// `-rs-sentinel`, when the Sentinels announce a new primary).
     pub async fn run(mut self) {
+        if let Some(s) = self.target.sentinel() {
+            let primaries = self.target.primaries().clone();
+            tokio::spawn(sentinel::watch_switches(
+                s.clone(),
+                primaries,
+                self.log.clone(),
+            ));
+        }
         let mut backoff = Backoff::new();
         loop {
             let Err(failure) = self.session(&mut backoff).await;
@@ -171,11 +181,16 @@ impl StreamReader {
         self.position(&mut sock, &mut buf).await?;
         self.placed(backoff);
         self.announce(&place);
+        let mut primaries = self.target.primaries().subscribe();
         loop {
             let cmd = self.xread_command();
-            let frame = self
-                .ask(&mut sock, &mut buf, &cmd, BLOCK + self.keepalive)
-                .await?;
+            let wait = BLOCK + self.keepalive;
+            let frame = tokio::select! {
+                frame = self.ask(&mut sock, &mut buf, &cmd, wait) => frame?,
+                Ok(()) = primaries.changed() => {
+                    return Err(io(format!("{place}: a Sentinel announced a new primary")));
+                }
+            };
             let batch =
                 stream_entries::xread(frame, &self.field).map_err(|why| refused(&place, why))?;
             for (key, entries) in batch {

@@ -71,10 +71,22 @@ pub fn log_init(
             log,
             "[init] embedded broker: accepting PUBLISH on {addr} for {what}"
         ),
-        None => info!(
+        None if cfg.redis.stream.is_some() => info!(
+            log,
+            "[init] reading the Redis streams {} from {}",
+            cfg.channels.describe(""),
+            cfg.redis.describe()
+        ),
+        // The original's line; the Sentinels' primary is known only later.
+        None if cfg.redis.sentinel.is_none() => info!(
             log,
             "[init] listening for pubsub messages from {} sent to {what}",
             cfg.redis.addr()
+        ),
+        None => info!(
+            log,
+            "[init] listening for pubsub messages from {} sent to {what}",
+            cfg.redis.describe()
         ),
     }
     match nofile {
