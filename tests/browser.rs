@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::redis::{free_port, RedisServer};
+use common::redis::{free_port, RedisServer, Resp};
 use common::relay::{Lines, Relay};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
@@ -1063,4 +1063,102 @@ async fn module_starts_from_the_last_message() {
     );
     client.close().await.expect("end the browser session");
     drop(driver);
+}
+
+/// Under `-rs-mode=stream` the relay is stopped (SIGTERM, close 1001) and
+/// entries are added while none runs; a relay started again on the same
+/// port holds none of them in memory, so it reads them from Redis (XRANGE)
+/// for the module's `since=news:<id>`: the page shows every entry exactly
+/// once, in order, with Redis' IDs, then "news: recovered", then live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_recovered_from_a_stream_after_a_relay_restart() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let ws_port = format!("-ws-port={}", free_port());
+    let rs_port = redis.port().to_string();
+    let args = [
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &rs_port,
+        "-rs-mode=stream",
+        "-rs-channel=news",
+        &ws_port,
+    ];
+    // XADD news * data "<text>": the ID Redis gave.
+    let xadd = |text: &str| -> String {
+        let data = format!("\"{text}\"");
+        match redis.command(&[b"XADD", b"news", b"*", b"data", data.as_bytes()]) {
+            Resp::Bulk(Some(id)) => String::from_utf8(id).unwrap(),
+            other => panic!("XADD news: {other:?}"),
+        }
+    };
+    // Before any relay: a relay starts after the newest entry, so not shown.
+    xadd("n0");
+    let mut relay = Relay::start(&args);
+    wait_log(&relay, "[redis] reading streams");
+    let ws_url = format!("ws://127.0.0.1:{}/?channel=news", relay.port);
+    let client = driver.session().await;
+    client
+        .goto(&format!("{origin}/index.html?protocol=v1&url={ws_url}"))
+        .await
+        .expect("load the page");
+    wait_view(&client, "state open", |v| v.state == "open").await;
+    wait_log(&relay, "[connect] OK");
+    let mut ids = vec![xadd("n1"), xadd("n2")];
+    wait_view(&client, "two messages", |v| v.messages.len() == 2).await;
+
+    relay.signal(libc::SIGTERM);
+    let status = relay
+        .wait_exit(PATIENCE)
+        .expect("the relay exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    wait_view(&client, "the close", |v| v.state != "open").await;
+    ids.extend(["n3", "n4", "n5"].map(xadd));
+    let relay = Relay::start(&args);
+    wait_log(&relay, "[redis] reading streams");
+    // The page reconnects by itself, with backoff.
+    let recovered = |v: &View| v.messages.iter().any(|m| m.3.contains("recovered"));
+    wait_view(&client, "the recovery line", recovered).await;
+    ids.push(xadd("n6"));
+    let v = wait_view(&client, "n6", |v| {
+        v.messages.iter().any(|m| m.1.contains("n6"))
+    })
+    .await;
+    let e = entries(&v);
+
+    let news: Vec<(Value, Option<String>)> = e
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Message(c, data, id) if c == "news" => Some((data.clone(), id.clone())),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(Value, Option<String>)> = ["n1", "n2", "n3", "n4", "n5", "n6"]
+        .iter()
+        .zip(&ids)
+        .map(|(data, id)| (json!(data), Some(id.clone())))
+        .collect();
+    assert_eq!(news, expected, "every entry once, in order: {e:#?}");
+    let line = Entry::Recovered("news".into(), true, "message recovered".into());
+    assert_eq!(e.iter().filter(|x| **x == line).count(), 1, "{e:#?}");
+    let at = position(&e, |x| *x == line);
+    assert!(position(&e, is_data("news", "n5")) < at, "{e:#?}");
+    assert!(at < position(&e, is_data("news", "n6")), "{e:#?}");
+    assert_eq!(e.len(), 7, "nothing else: {e:#?}");
+    assert!(v.detail.contains("news: recovered"), "{v:#?}");
+    assert_eq!(eval(&client, "return pubsocketd.duplicates;").await, 0);
+    assert_eq!(relay.stdout.count("[connect] OK"), 1);
+    eval(
+        &client,
+        "document.querySelector('#feedback .message:last-child').scrollIntoView();",
+    )
+    .await;
+    let shot = screenshot(&client, "browser-stream-recovered.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    client.close().await.expect("end the browser session");
+    drop(driver);
+    eprintln!("second relay's log:\n{}", relay.stdout.all().join("\n"));
 }
