@@ -204,6 +204,17 @@ async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
         false,
         "3 to 5 were trimmed"
     );
+    // `last` on a relay that holds nothing yet: the newest entry, from Redis.
+    let fresh = relay(&redis, &[]);
+    let mut last = connect_v1(&fresh.url("/?channel=news&since=last")).await;
+    assert_eq!(numbers(&take(&mut last, 1).await), [7]);
+    assert_eq!(next_json(&mut last).await["recovered"], true);
+    let mut none = connect_v1(&fresh.url("/?channel=alerts&since=last")).await;
+    assert_eq!(
+        next_json(&mut none).await,
+        json!({"channel": "alerts", "recovered": false}),
+        "an empty stream has no latest entry"
+    );
 }
 
 #[test]

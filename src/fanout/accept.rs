@@ -107,7 +107,7 @@ fn join(w: &Worker, c: &Rc<Conn>, asked: Asked, older: Vec<Older>) {
 pub(crate) async fn older(w: &Worker, asked: &Asked, v1: bool) -> Vec<Older> {
     match &w.ctx.older {
         Some(source) if !asked.is_empty() => {
-            let vouches = |ch: &[u8], id| w.vouches(ch, id);
+            let vouches = |ch: &[u8], point| w.vouches(ch, point);
             Box::pin(older::fetch(w.link(), vouches, source, asked, v1)).await
         }
         _ => Vec::new(),

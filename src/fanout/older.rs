@@ -51,22 +51,25 @@ pub(crate) struct Link(tokio::sync::Mutex<Option<(RedisStream, BytesMut)>>);
 /// Reads from Redis what the worker's history cannot vouch for. A channel
 /// that cannot be read (Redis down) is left out: the resume then says
 /// `recovered:false` from memory alone.
-/// `vouches(channel, id)`: whether the worker's history alone replays
-/// everything after `id`.
+/// `vouches(channel, point)`: whether the worker's history alone replays
+/// everything after `point` (for `last`: whether it holds the channel).
 pub(crate) async fn fetch(
     link: &Link,
-    vouches: impl Fn(&[u8], Id) -> bool,
+    vouches: impl Fn(&[u8], Point) -> bool,
     source: &Source,
     asked: &Asked,
     v1: bool,
 ) -> Vec<Older> {
     let mut out = Vec::new();
     for (channel, point) in asked {
-        let Point::After(id) = *point else { continue };
-        if vouches(channel, id) {
+        if vouches(channel, *point) {
             continue;
         }
-        if let Ok(older) = read(link, source, channel, id, v1).await {
+        let older = match *point {
+            Point::After(id) => read(link, source, channel, id, v1).await,
+            Point::Last => latest(link, source, channel, v1).await,
+        };
+        if let Ok(older) = older {
             out.push(older);
         }
     }
@@ -111,10 +114,7 @@ async fn read(
         last = e.id;
         let Some(payload) = e.payload else { continue };
         if let Ok(m) = encoder.encode_stamped(channel, &payload, Some(stamp)) {
-            frames.push(match (v1, &m.envelope, m.enveloped) {
-                (true, Some(env), false) => env.clone(),
-                _ => m.frame.clone(),
-            });
+            frames.push(form(&m, v1));
         }
     }
     Ok(Older {
@@ -125,6 +125,48 @@ async fn read(
         },
         last,
     })
+}
+
+/// `XREVRANGE channel + - COUNT 1`: the newest entry, for `since=last` on
+/// a relay that holds nothing of the channel yet.
+async fn latest(link: &Link, source: &Source, channel: &Bytes, v1: bool) -> Result<Older, String> {
+    let cmd = command(&[b"XREVRANGE", channel, b"+", b"-", b"COUNT", b"1"]);
+    let frame = ask(link, source, &cmd).await?;
+    let entries = stream_entries::range(frame, source.settings.field.as_bytes())?;
+    let Some(newest) = entries.into_iter().next() else {
+        return Ok(Older {
+            channel: channel.clone(),
+            replay: Replay::default(),
+            last: Id::default(),
+        });
+    };
+    let mut encoder = source.encoder.lock().map_err(|_| "poisoned")?.clone();
+    let stamp = Stamp {
+        id: newest.id,
+        prev: None,
+    };
+    let frames = newest
+        .payload
+        .and_then(|p| encoder.encode_stamped(channel, &p, Some(stamp)).ok())
+        .map(|m| form(&m, v1))
+        .into_iter()
+        .collect();
+    Ok(Older {
+        channel: channel.clone(),
+        replay: Replay {
+            frames,
+            recovered: true,
+        },
+        last: newest.id,
+    })
+}
+
+/// The frame a client of the original protocol (or a v1 one) takes.
+fn form(m: &crate::fanout::hub::Message, v1: bool) -> Bytes {
+    match (v1, &m.envelope, m.enveloped) {
+        (true, Some(env), false) => env.clone(),
+        _ => m.frame.clone(),
+    }
 }
 
 /// One request on the worker's connection (made, or made again, as

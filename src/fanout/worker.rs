@@ -17,7 +17,6 @@ use super::older::{Link, Older};
 use super::resume;
 use super::uring;
 use crate::channels::Selection;
-use crate::history::id::Id;
 use crate::history::since::Point;
 use crate::ops::config::Io;
 use crate::ops::stats::WorkerCounters;
@@ -397,11 +396,12 @@ impl Worker {
 
     /// Whether the history alone replays every message of `channel` after
     /// `id` (else, under streams, the rest is read from Redis first).
-    pub(crate) fn vouches(&self, channel: &[u8], id: Id) -> bool {
+    pub(crate) fn vouches(&self, channel: &[u8], point: Point) -> bool {
         let history = self.history.borrow();
-        history
-            .as_ref()
-            .is_some_and(|h| h.replay(channel, Point::After(id), false).recovered)
+        history.as_ref().is_some_and(|h| match point {
+            Point::Last => h.holds(channel),
+            after => h.replay(channel, after, false).recovered,
+        })
     }
 
     /// The worker's connection for resumes older than its history.
