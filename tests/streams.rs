@@ -244,3 +244,27 @@ fn stream_mode_flags_are_checked() {
         assert!(err.contains(why), "{args:?}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_resume_while_redis_is_down_says_what_memory_cannot_vouch_for() {
+    let mut redis = RedisServer::start();
+    let r = relay(&redis, &["-ws-handshake-timeout=3s"]);
+    let mut ws = connect_v1(&r.url("/?channel=news")).await;
+    let ids = xadd(&redis, "news", 1, 2);
+    assert_eq!(numbers(&take(&mut ws, 2).await), [1, 2]);
+    redis.kill();
+    // In memory: a resume from entry 1 needs nothing from Redis.
+    let mut kept = connect_v1(&r.url(&format!("/?channel=news&since={}", ids[0]))).await;
+    assert_eq!(numbers(&take(&mut kept, 1).await), [2]);
+    assert_eq!(next_json(&mut kept).await["recovered"], true);
+    // Older than memory, Redis down: what memory has, then recovered:false.
+    let started = std::time::Instant::now();
+    let mut older = connect_v1(&r.url("/?channel=news&since=1-0")).await;
+    assert_eq!(numbers(&take(&mut older, 2).await), [1, 2]);
+    assert_eq!(next_json(&mut older).await["recovered"], false);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -103,12 +103,18 @@ fn join(w: &Worker, c: &Rc<Conn>, asked: Asked, older: Vec<Older>) {
 }
 
 /// Under `-rs-mode=stream`: what the resume needs from Redis, read before
-/// the client joins (the history covers what arrives meanwhile).
+/// the client joins (the history covers what arrives meanwhile), within
+/// `-ws-handshake-timeout` (past it, the resume goes on from memory and
+/// says `recovered:false`).
 pub(crate) async fn older(w: &Worker, asked: &Asked, v1: bool) -> Vec<Older> {
     match &w.ctx.older {
         Some(source) if !asked.is_empty() => {
             let vouches = |ch: &[u8], point| w.vouches(ch, point);
-            Box::pin(older::fetch(w.link(), vouches, source, asked, v1)).await
+            let fetch = older::fetch(w.link(), vouches, source, asked, v1);
+            let wait = w.ctx.cfg.handshake_timeout;
+            Box::pin(tokio::time::timeout(wait, fetch))
+                .await
+                .unwrap_or_default()
         }
         _ => Vec::new(),
     }

@@ -50,8 +50,7 @@ pub(crate) struct Link(tokio::sync::Mutex<Option<(RedisStream, BytesMut)>>);
 
 /// Reads from Redis what the worker's history cannot vouch for. A channel
 /// that cannot be read (Redis down) is left out: the resume then says
-/// `recovered:false` from memory alone.
-/// `vouches(channel, point)`: whether the worker's history alone replays
+/// `recovered:false` from memory alone. `vouches(channel, point)`: whether the worker's history alone replays
 /// everything after `point` (for `last`: whether it holds the channel).
 pub(crate) async fn fetch(
     link: &Link,
