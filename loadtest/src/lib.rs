@@ -10,9 +10,11 @@
 //! at a rate; `payload` the stamped messages), `shared` (what the client
 //! threads count), `monitor` (the live line) and `cpu` (over `procfs`).
 //! Its figures go to `report` (and the JSON line), `table` and `svg`.
-//! `summary` compares the JSON lines of several runs.
+//! `summary` compares the JSON lines of several runs. `chaos` is the
+//! fault-injection run of the `chaos` binary (and of tests/chaos.rs).
 
 pub mod args;
+pub mod chaos;
 pub mod client;
 pub mod conn;
 mod coordinate;
