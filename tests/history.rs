@@ -238,6 +238,15 @@ async fn trimmed_history_and_a_redis_restart_say_not_recovered() {
     // and IDs start a new epoch.
     redis.restart();
     r.stdout.wait_count("[redis] subscribed to", 2, T).unwrap();
+    // Connected v1 clients hear it at once, for each channel they read.
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"channel": "news", "recovered": false})
+    );
+    assert_eq!(
+        next_json(&mut witness).await,
+        json!({"channel": "alerts", "recovered": false})
+    );
     publish_n(&redis, "news", 7, 7);
     let got = take(&mut ws, 1).await;
     assert_eq!(numbers(&got), [7]);

@@ -107,18 +107,26 @@ fn join(w: &Worker, c: &Rc<Conn>, asked: Asked, older: Vec<Older>) {
 /// `-ws-handshake-timeout` (past it, the resume goes on from memory and
 /// says `recovered:false`).
 pub(crate) async fn older(w: &Worker, asked: &Asked, v1: bool) -> Vec<Older> {
-    match &w.ctx.older {
-        Some(source) if !asked.is_empty() => {
-            let vouches = |ch: &[u8], point| w.vouches(ch, point);
-            let fetch = older::fetch(w.link(), vouches, source, asked, v1);
-            let wait = w.ctx.cfg.handshake_timeout;
-            Box::pin(tokio::time::timeout(wait, fetch))
-                .await
-                .unwrap_or_default()
-        }
-        _ => Vec::new(),
+    let Some(source) = w.ctx.older.as_ref().filter(|_| !asked.is_empty()) else {
+        return Vec::new();
+    };
+    let deadline = tokio::time::Instant::now() + w.ctx.cfg.handshake_timeout;
+    let vouches = |ch: &[u8], point| w.vouches(ch, point);
+    let fetch = older::fetch(w.link(), vouches, source, asked, v1);
+    let Ok(found) = Box::pin(timeout_at(deadline, fetch)).await else {
+        return Vec::new();
+    };
+    // Redis may have answered with entries the reader has not brought to
+    // this worker yet: wait for them, or they would come again, live.
+    let behind = |o: &Older| !w.seen(&o.channel, o.last) && !source.never_live(&o.channel, o.last);
+    while found.iter().any(behind) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(CATCH_UP_POLL).await;
     }
+    found
 }
+
+/// How often a resume checks whether the reader caught up with Redis.
+const CATCH_UP_POLL: Duration = Duration::from_millis(2);
 
 /// Serves a registered client for as long as it lives.
 async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(

@@ -161,6 +161,11 @@ impl History {
         });
     }
 
+    /// The ID of the newest message of `channel` kept.
+    pub fn newest(&self, channel: &[u8]) -> Option<Id> {
+        self.channels.get(channel)?.back().map(|k| k.id)
+    }
+
     /// Whether some message of `channel` is kept.
     pub fn holds(&self, channel: &[u8]) -> bool {
         self.channels.contains_key(channel)
@@ -215,6 +220,7 @@ mod tests {
                 id: Id::new(high, low),
                 prev: prev.map(|p| Id::new(high, p)),
             }),
+            gap: false,
         }
     }
 

@@ -40,6 +40,29 @@ pub struct Message {
     /// Its ID (and its predecessor's) when history is on; the heartbeat
     /// and messages relayed without history have none.
     pub stamp: Option<Stamp>,
+    /// Not a message: continuity was lost here (a Redis reconnect under
+    /// `-history`, a stream Redis no longer holds the last entry of).
+    /// `pubsocketd.v1` clients of `channel` (of every channel they read,
+    /// when empty) are told `recovered:false` at this point of the stream.
+    pub gap: bool,
+}
+
+impl Message {
+    /// The marker of a gap in `channel` (every channel: empty).
+    pub fn gap(channel: Bytes) -> Message {
+        Message {
+            frame: Bytes::new(),
+            deflated: None,
+            enveloped: false,
+            envelope: None,
+            envelope_deflated: None,
+            keys: KeySet::Nothing,
+            channel,
+            everyone: false,
+            stamp: None,
+            gap: true,
+        }
+    }
 }
 
 impl Message {

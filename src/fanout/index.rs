@@ -204,6 +204,7 @@ mod tests {
             channel: Bytes::copy_from_slice(channel.as_bytes()),
             everyone: true,
             stamp: None,
+            gap: false,
         }
     }
 

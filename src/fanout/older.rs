@@ -16,6 +16,7 @@ use crate::redis::connect::{RedisStream, Target};
 use crate::redis::publisher::moved_to;
 use crate::redis::resp::reply;
 use crate::redis::resp::write::command;
+use crate::redis::stream::Cursors;
 use crate::redis::stream_entries;
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
@@ -34,6 +35,17 @@ pub(crate) struct Source {
     pub encoder: std::sync::Mutex<Encoder>,
     /// The biggest XRANGE answer accepted.
     pub max_reply: usize,
+    /// The readers' cursors: whether an entry will still come live.
+    pub cursors: Cursors,
+}
+
+impl Source {
+    /// Whether the entry `id` of `channel` will never be relayed live (it
+    /// is older than where the reader began).
+    pub fn never_live(&self, channel: &[u8], id: Id) -> bool {
+        let cursors = self.cursors.lock().expect("cursors");
+        cursors.get(channel).is_some_and(|c| c.before_origin(id))
+    }
 }
 
 /// A channel's entries from Redis, older than the worker's history.

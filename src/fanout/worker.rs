@@ -17,6 +17,7 @@ use super::older::{Link, Older};
 use super::resume;
 use super::uring;
 use crate::channels::Selection;
+use crate::history::id::Id;
 use crate::history::since::Point;
 use crate::ops::config::Io;
 use crate::ops::stats::WorkerCounters;
@@ -41,6 +42,11 @@ const FORMS: usize = 4;
 /// (deflate, v1) of form `f`.
 fn form_of(f: usize) -> (bool, bool) {
     (f & 1 != 0, f & 2 != 0)
+}
+
+/// A configured key's name (a pattern's, for a pattern).
+fn key_name(channels: &crate::channels::Channels, id: u32) -> Bytes {
+    Bytes::copy_from_slice(channels.keys()[id as usize].name.as_bytes())
 }
 
 /// The form a client takes.
@@ -179,6 +185,14 @@ impl Worker {
     /// have nothing queued are written in one batch of sends; everyone else
     /// (and everyone under `-io=epoll`) gets a `writev` of their own.
     pub(crate) fn fan_out(&self, batch: &[Message]) {
+        if let Some(at) = batch.iter().position(|m| m.gap) {
+            self.fan_out(&batch[..at]);
+            self.gap(&batch[at].channel);
+            return self.fan_out(&batch[at + 1..]);
+        }
+        if batch.is_empty() {
+            return;
+        }
         if let Some(history) = self.history.borrow_mut().as_mut() {
             let now = Instant::now();
             for m in batch {
@@ -394,6 +408,49 @@ impl Worker {
         self.counters().add(tally.deliveries, tally.bytes);
     }
 
+    /// Continuity was lost (see [`Message::gap`]): each `pubsocketd.v1`
+    /// client hears `{"channel":…,"recovered":false}` for every channel it
+    /// reads of `channel` (empty: of all), in order with its messages. Rare
+    /// (a Redis reconnect), so built per client.
+    fn gap(&self, channel: &[u8]) {
+        let channels = self.ctx.channels.get();
+        let mut told = 0;
+        for c in self
+            .index
+            .borrow()
+            .all()
+            .filter(|c| c.v1() && c.state() == State::Open)
+        {
+            let sel = c.selection();
+            let names: Vec<Bytes> = match (channel.is_empty(), sel.as_deref()) {
+                (false, sel) if resume::reads(&channels, sel, channel) => {
+                    vec![Bytes::copy_from_slice(channel)]
+                }
+                (false, _) => continue,
+                (true, None) => channels
+                    .everything()
+                    .map(|k| key_name(&channels, k))
+                    .collect(),
+                (true, Some(s)) => {
+                    let keys = s.keys.iter().map(|&k| key_name(&channels, k));
+                    keys.chain(s.channels.iter().cloned()).collect()
+                }
+            };
+            for name in names {
+                let notice = resume::recovered(&name, false);
+                c.send_control(&frame::encode(frame::OP_TEXT, &notice));
+            }
+            told += 1;
+        }
+        if told > 0 {
+            info!(
+                self.ctx.log,
+                "[history] worker {}: told {told} clients recovered:false (continuity lost)",
+                self.id
+            );
+        }
+    }
+
     /// Whether the history alone replays every message of `channel` after
     /// `id` (else, under streams, the rest is read from Redis first).
     pub(crate) fn vouches(&self, channel: &[u8], point: Point) -> bool {
@@ -402,6 +459,16 @@ impl Worker {
             Point::Last => h.holds(channel),
             after => h.replay(channel, after, false).recovered,
         })
+    }
+
+    /// Whether this worker has relayed the entry `id` of `channel` (or a
+    /// later one).
+    pub(crate) fn seen(&self, channel: &[u8], id: Id) -> bool {
+        let history = self.history.borrow();
+        history
+            .as_ref()
+            .and_then(|h| h.newest(channel))
+            .is_some_and(|newest| newest >= id)
     }
 
     /// The worker's connection for resumes older than its history.

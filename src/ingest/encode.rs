@@ -166,6 +166,7 @@ impl Encoder {
             everyone: self.channels.reaches_everyone(channel),
             channel: self.names.0.get(channel),
             stamp,
+            gap: false,
         })
     }
 

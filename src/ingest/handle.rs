@@ -8,6 +8,7 @@ use crate::channels::Channels;
 use crate::fanout::hub::{Hub, Message};
 use crate::history::id::Stamp;
 use crate::ops::stats::Stats;
+use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -44,8 +45,20 @@ impl Ingest {
     /// have missed messages.
     pub async fn new_epoch(&self) {
         if let Some(s) = &self.sequencer {
-            s.lock().await.new_epoch();
+            let mut s = s.lock().await;
+            if s.new_epoch() {
+                // Under the lock: no message of the new epoch goes first.
+                self.hub.publish(Message::gap(Bytes::new())).await;
+            }
         }
+    }
+
+    /// Tells the clients of `channel` that entries may be missing here
+    /// (a stream whose last relayed entry Redis no longer holds).
+    pub async fn gap(&self, channel: &[u8]) {
+        self.hub
+            .publish(Message::gap(Bytes::copy_from_slice(channel)))
+            .await;
     }
 
     /// The channels and patterns relayed now.

@@ -23,6 +23,7 @@ pub async fn run(ingest: Ingest, every: Duration) {
         channel: bytes::Bytes::new(),
         everyone: true,
         stamp: None,
+        gap: false,
     };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {

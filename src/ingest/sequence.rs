@@ -19,6 +19,8 @@ pub const MAX_CHANNELS: usize = 1_000_000;
 pub struct Sequencer {
     epoch: u64,
     last: HashMap<Bytes, u64>,
+    /// Epochs begun since the first (each one a gap for connected clients).
+    restarts: u64,
 }
 
 impl Default for Sequencer {
@@ -26,6 +28,7 @@ impl Default for Sequencer {
         Sequencer {
             epoch: now_ms(),
             last: HashMap::new(),
+            restarts: 0,
         }
     }
 }
@@ -36,10 +39,14 @@ fn now_ms() -> u64 {
 }
 
 impl Sequencer {
-    /// Starts a new epoch: later than the last (even if the clock went back).
-    pub fn new_epoch(&mut self) {
+    /// Starts a new epoch: later than the last (even if the clock went
+    /// back). Says whether messages may have been lost before it (every
+    /// epoch but the one the first Redis session starts).
+    pub fn new_epoch(&mut self) -> bool {
         self.epoch = now_ms().max(self.epoch + 1);
         self.last.clear();
+        self.restarts += 1;
+        self.restarts > 1
     }
 
     /// The stamp the next message of `channel` gets; taken only by
@@ -47,6 +54,7 @@ impl Sequencer {
     /// no hole in the sequence.
     pub fn peek(&mut self, channel: &[u8]) -> Stamp {
         if self.last.len() >= MAX_CHANNELS && !self.last.contains_key(channel) {
+            // Nothing was lost: only the old IDs can no longer be followed.
             self.new_epoch();
         }
         let seq = self.last.get(channel).copied().unwrap_or(0);

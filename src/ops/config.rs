@@ -499,6 +499,12 @@ impl Config {
         let history = history(&a, redis.stream.is_some())?;
         if redis.stream.is_some() {
             streams_fit(&a, &channels, embedded_broker.is_some())?;
+            if history.is_none() {
+                return Err(
+                    "-rs-mode=stream keeps a history to resume from: -history must be at least 1"
+                        .into(),
+                );
+            }
         }
         let workers = match a.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

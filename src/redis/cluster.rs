@@ -53,7 +53,7 @@ impl From<Subscriber> for Cluster {
     /// The cluster side built from the single-server subscriber's parts.
     fn from(s: Subscriber) -> Cluster {
         Cluster {
-            cursors: s.cfg.redis.stream.as_ref().map(|_| Cursors::default()),
+            cursors: None,
             cfg: s.cfg,
             target: s.target,
             ingest: s.ingest,

@@ -45,6 +45,17 @@ pub struct Cursor {
     last: Option<Id>,
     /// Whether the next entry read follows `last` with nothing between.
     linked: bool,
+    /// Where the first session began: entries up to it are never relayed
+    /// live (a resume reads them from Redis and need not wait for them).
+    origin: Option<Id>,
+}
+
+impl Cursor {
+    /// Whether the entry `id` will never come live: it is at or before
+    /// where reading began.
+    pub fn before_origin(&self, id: Id) -> bool {
+        self.origin.is_some_and(|o| id <= o)
+    }
 }
 
 /// Where every stream is, kept across sessions (and, under `-rs-cluster`,
@@ -112,6 +123,12 @@ impl StreamReader {
             ready: None,
             store: Cursors::default(),
         }
+    }
+
+    /// Keeps the cursors in `store` (shared with the workers' resumes).
+    pub fn with_store(mut self, store: Cursors) -> StreamReader {
+        self.store = store;
+        self
     }
 
     /// The reader of one node's streams of one hash slot, sharing `store`.
@@ -264,16 +281,24 @@ impl StreamReader {
                 (None, Some(newest)) => Cursor {
                     last: Some(newest.id),
                     linked: true,
+                    origin: Some(newest.id),
                 },
                 (None, None) => Cursor {
                     last: Some(Id::default()),
                     linked: false,
+                    origin: Some(Id::default()),
                 },
                 (Some(last), kept) => Cursor {
                     last: Some(last),
                     linked: kept.is_some(),
+                    origin: cursor.origin,
                 },
             };
+            if cursor.last.is_some() && !placed.linked {
+                // Entries after the last one relayed may be gone: the
+                // clients of this stream hear so before the next one.
+                self.ingest.gap(&key).await;
+            }
             self.cursors[i] = placed;
             self.store.lock().expect("cursors").insert(key, placed);
         }

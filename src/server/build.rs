@@ -20,7 +20,7 @@ use crate::ops::stats::Stats;
 use crate::redis::cluster::Cluster;
 use crate::redis::connect::Target;
 use crate::redis::publisher::Publisher;
-use crate::redis::stream::StreamReader;
+use crate::redis::stream::{Cursors, StreamReader};
 use crate::redis::subscriber::Subscriber;
 use bytes::Bytes;
 use slog::Logger;
@@ -75,7 +75,8 @@ pub fn build(
     .with_deflate(cfg.deflate)
     .with_history(cfg.history.is_some());
     let (hub, receivers) = Hub::new(cfg.workers);
-    let older = older_source(cfg, &encoder)?;
+    let cursors = Cursors::default();
+    let older = older_source(cfg, &encoder, &cursors)?;
     let mut ingest = Ingest::new(encoder, hub, stats.clone());
     if cfg.history.is_some() && cfg.redis.stream.is_none() {
         ingest = ingest.with_sequencer();
@@ -131,8 +132,9 @@ pub fn build(
             demand,
         };
         let source = match &cfg.redis.stream {
-            Some(s) if !cfg.redis.cluster => streams(sub, &s.field),
-            _ => source(sub),
+            Some(s) if !cfg.redis.cluster => streams(sub, &s.field, cursors),
+            Some(_) => source(sub, Some(cursors)),
+            None => source(sub, None),
         };
         let publisher = Publisher::new(target, cfg.redis.stream.clone());
         (Some(source), Sink::Redis(publisher))
@@ -153,7 +155,11 @@ pub fn build(
 /// under `-rs-on-demand`, the sweep of channels nobody reads).
 /// `-rs-mode=stream`: what workers read resumes older than their history
 /// from.
-fn older_source(cfg: &Config, encoder: &Encoder) -> Result<Option<Source>, String> {
+fn older_source(
+    cfg: &Config,
+    encoder: &Encoder,
+    cursors: &Cursors,
+) -> Result<Option<Source>, String> {
     let Some(settings) = cfg.redis.stream.clone() else {
         return Ok(None);
     };
@@ -164,11 +170,12 @@ fn older_source(cfg: &Config, encoder: &Encoder) -> Result<Option<Source>, Strin
             .saturating_mul(cfg.max_payload.saturating_add(256)),
         settings,
         encoder: std::sync::Mutex::new(encoder.clone().for_replays()),
+        cursors: cursors.clone(),
     }))
 }
 
 /// `-rs-mode=stream`: the stream reader in the subscriber's place.
-fn streams(sub: Subscriber, field: &str) -> Task {
+fn streams(sub: Subscriber, field: &str, cursors: Cursors) -> Task {
     let keys = sub
         .cfg
         .channels
@@ -186,14 +193,23 @@ fn streams(sub: Subscriber, field: &str) -> Task {
         field,
         sub.cfg.max_payload,
         sub.cfg.keepalive,
-    );
+    )
+    .with_store(cursors);
     Box::pin(reader.run())
 }
 
-fn source(sub: Subscriber) -> Task {
+/// The subscriber, or the cluster supervisor (which, under
+/// `-rs-mode=stream`, runs stream readers keeping `cursors`).
+fn source(sub: Subscriber, cursors: Option<Cursors>) -> Task {
     let sweep = sub.demand.clone().map(Demand::sweeper);
     let run: Task = match sub.cfg.redis.cluster {
-        true => Box::pin(Cluster::from(sub).run()),
+        true => Box::pin(
+            Cluster {
+                cursors,
+                ..Cluster::from(sub)
+            }
+            .run(),
+        ),
         false => Box::pin(sub.run()),
     };
     match sweep {
