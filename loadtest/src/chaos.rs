@@ -710,8 +710,12 @@ pub async fn publish(
                     !there
                 });
             }
+            let again = match (back.first(), back.last()) {
+                (Some(a), Some(b)) => format!("{} ({a} to {b})", back.len()),
+                _ => "none".to_string(),
+            };
             stats.notes.push(format!(
-                "publisher: connection lost; of the unanswered, Redis holds {}, written again: {back:?}",
+                "publisher: connection lost; of the unanswered, Redis holds {}, written again: {again}",
                 n_unanswered - back.len()
             ));
             stats.resent += back.len() as u64;
@@ -744,6 +748,13 @@ pub async fn publish(
             tokio::select! {
                 biased;
                 reply = rx.recv() => match reply {
+                    // Restarted from its AOF, Redis refuses commands while it
+                    // loads: none of these was applied; ask again once it can.
+                    Some(Ok(Resp::Error(e))) if e.starts_with("LOADING") => {
+                        reader.abort();
+                        sleep(Duration::from_millis(50)).await;
+                        continue 'connection;
+                    }
                     Some(Ok(Resp::Error(e))) => return Err(format!("publisher: Redis said {e}")),
                     Some(Ok(reply)) => {
                         let seq = inflight.pop_front().ok_or("publisher: a reply to nothing")?;

@@ -279,7 +279,8 @@ async fn storm_client(
                                 *want = seq + 1;
                             }
                             None => {
-                                if board.target.load(Relaxed) == seq {
+                                // The marker (0) is not the target.
+                                if seq > 0 && board.target.load(Relaxed) == seq {
                                     board.at_target.fetch_add(1, Relaxed);
                                 }
                                 board.live.fetch_add(1, Relaxed);
