@@ -11,6 +11,7 @@ pub(crate) mod history;
 pub mod hub;
 pub(crate) mod index;
 pub(crate) mod older;
+pub(crate) mod replay;
 pub(crate) mod resume;
 pub(crate) mod thread;
 pub(crate) mod uring;

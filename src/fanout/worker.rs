@@ -13,12 +13,9 @@ use super::context::Context;
 use super::history::History;
 use super::hub::Message;
 use super::index::Index;
-use super::older::{Link, Older};
-use super::resume;
+use super::older::Link;
 use super::uring;
 use crate::channels::Selection;
-use crate::history::id::Id;
-use crate::history::since::Point;
 use crate::ops::config::Io;
 use crate::ops::stats::WorkerCounters;
 use crate::ws::frame;
@@ -27,7 +24,6 @@ use slog::{debug, info, warn};
 use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::sleep;
@@ -42,11 +38,6 @@ const FORMS: usize = 4;
 /// (deflate, v1) of form `f`.
 fn form_of(f: usize) -> (bool, bool) {
     (f & 1 != 0, f & 2 != 0)
-}
-
-/// A configured key's name (a pattern's, for a pattern).
-fn key_name(channels: &crate::channels::Channels, id: u32) -> Bytes {
-    Bytes::copy_from_slice(channels.keys()[id as usize].name.as_bytes())
 }
 
 /// The form a client takes.
@@ -74,9 +65,9 @@ impl<'a> Variant<'a> {
 
 /// What one fan-out delivered, added to the worker's counters once.
 #[derive(Default)]
-struct Tally {
-    deliveries: u64,
-    bytes: u64,
+pub(super) struct Tally {
+    pub(super) deliveries: u64,
+    pub(super) bytes: u64,
 }
 
 /// Frames built once per worker and shared by all its clients.
@@ -93,7 +84,7 @@ pub(crate) struct Worker {
     pub(crate) ctx: Arc<Context>,
     /// Every client, by what it reads (the fan-out, the tick and the
     /// shutdown all go through it).
-    index: RefCell<Index>,
+    pub(super) index: RefCell<Index>,
     frames: Prebuilt,
     next_ping: Cell<Instant>,
     /// Under `-auth`: the earliest `exp` of the worker's clients (Unix
@@ -105,11 +96,11 @@ pub(crate) struct Worker {
     /// The sends of the batch being made (kept: its capacity is reused).
     sends: RefCell<Vec<uring::Send>>,
     /// The last messages of each channel (`-history`).
-    history: RefCell<Option<History>>,
+    pub(super) history: RefCell<Option<History>>,
     /// Under `-rs-mode=stream`: the connection resumes read older entries on.
-    link: Link,
+    pub(super) link: Link,
     /// This worker's index in `ctx.stats.workers`.
-    id: usize,
+    pub(super) id: usize,
 }
 
 /// The worker's send ring, if `-io=uring` and the kernel lets us have one
@@ -159,7 +150,7 @@ impl Worker {
         }
     }
 
-    fn counters(&self) -> &WorkerCounters {
+    pub(super) fn counters(&self) -> &WorkerCounters {
         &self.ctx.stats.workers[self.id]
     }
 
@@ -281,7 +272,14 @@ impl Worker {
 
     /// Counts a delivery of `n` messages (`len` bytes), or closes a client
     /// it left too far behind.
-    fn record(&self, c: &Conn, delivery: Delivery, n: usize, len: usize, tally: &mut Tally) {
+    pub(super) fn record(
+        &self,
+        c: &Conn,
+        delivery: Delivery,
+        n: usize,
+        len: usize,
+        tally: &mut Tally,
+    ) {
         match delivery {
             Delivery::Written | Delivery::Queued => {
                 tally.deliveries += n as u64;
@@ -349,131 +347,6 @@ impl Worker {
                 },
             );
         }
-    }
-
-    /// Drops what has aged past `-history-ttl`; the first worker reports
-    /// the size (every worker keeps the same messages).
-    fn trim_history(&self, now: Instant) {
-        if let Some(history) = self.history.borrow_mut().as_mut() {
-            history.trim(now);
-            if self.id == 0 {
-                let (messages, bytes) = history.size();
-                let h = &self.ctx.stats.history;
-                h.kept_messages.store(messages as u64, Relaxed);
-                h.kept_bytes.store(bytes as u64, Relaxed);
-            }
-        }
-    }
-
-    /// Replays to `c` the messages of each channel after its point, then
-    /// (to a `pubsocketd.v1` client) `{"channel":…,"recovered":…}`. Runs
-    /// between two batches, right after `c` joined the index or changed
-    /// its selection: nothing is missed or sent twice in between. The
-    /// writes are ordinary deliveries, under the same slow-client bound.
-    /// `older`: what Redis held before the history (`-rs-mode=stream`).
-    pub(crate) fn resume(&self, c: &Conn, asked: &resume::Asked, older: Vec<Older>) {
-        let history = self.history.borrow();
-        let mut tally = Tally::default();
-        for (channel, point) in asked {
-            let before = older.iter().find(|o| o.channel == *channel);
-            let from = before.map_or(*point, |o| Point::After(o.last));
-            let mut replay = match history.as_ref() {
-                Some(h) => h.replay(channel, from, c.v1()),
-                None => Default::default(),
-            };
-            if let Some(o) = before {
-                // Nothing of the channel kept: nothing came after Redis' answer.
-                let held = history.as_ref().is_some_and(|h| h.holds(channel));
-                let mut frames = o.replay.frames.clone();
-                frames.append(&mut replay.frames);
-                replay.frames = frames;
-                replay.recovered = o.replay.recovered && (replay.recovered || !held);
-            }
-            for chunk in replay.frames.chunks(MAX_IOV) {
-                let frames: Vec<&Bytes> = chunk.iter().collect();
-                let slices: Vec<IoSlice> = chunk.iter().map(|f| IoSlice::new(f)).collect();
-                let len = chunk.iter().map(Bytes::len).sum();
-                let delivery = c.deliver(&frames, &slices, len);
-                self.record(c, delivery, chunk.len(), len, &mut tally);
-            }
-            self.ctx
-                .stats
-                .history
-                .resumed(replay.frames.len(), replay.recovered);
-            if c.v1() {
-                let answer = resume::recovered(channel, replay.recovered);
-                c.send_control(&frame::encode(frame::OP_TEXT, &answer));
-            }
-        }
-        self.counters().add(tally.deliveries, tally.bytes);
-    }
-
-    /// Continuity was lost (see [`Message::gap`]): each `pubsocketd.v1`
-    /// client hears `{"channel":…,"recovered":false}` for every channel it
-    /// reads of `channel` (empty: of all), in order with its messages. Rare
-    /// (a Redis reconnect), so built per client.
-    fn gap(&self, channel: &[u8]) {
-        let channels = self.ctx.channels.get();
-        let mut told = 0;
-        for c in self
-            .index
-            .borrow()
-            .all()
-            .filter(|c| c.v1() && c.state() == State::Open)
-        {
-            let sel = c.selection();
-            let names: Vec<Bytes> = match (channel.is_empty(), sel.as_deref()) {
-                (false, sel) if resume::reads(&channels, sel, channel) => {
-                    vec![Bytes::copy_from_slice(channel)]
-                }
-                (false, _) => continue,
-                (true, None) => channels
-                    .everything()
-                    .map(|k| key_name(&channels, k))
-                    .collect(),
-                (true, Some(s)) => {
-                    let keys = s.keys.iter().map(|&k| key_name(&channels, k));
-                    keys.chain(s.channels.iter().cloned()).collect()
-                }
-            };
-            for name in names {
-                let notice = resume::recovered(&name, false);
-                c.send_control(&frame::encode(frame::OP_TEXT, &notice));
-            }
-            told += 1;
-        }
-        if told > 0 {
-            info!(
-                self.ctx.log,
-                "[history] worker {}: told {told} clients recovered:false (continuity lost)",
-                self.id
-            );
-        }
-    }
-
-    /// Whether the history alone replays every message of `channel` after
-    /// `id` (else, under streams, the rest is read from Redis first).
-    pub(crate) fn vouches(&self, channel: &[u8], point: Point) -> bool {
-        let history = self.history.borrow();
-        history.as_ref().is_some_and(|h| match point {
-            Point::Last => h.holds(channel),
-            after => h.replay(channel, after, false).recovered,
-        })
-    }
-
-    /// Whether this worker has relayed the entry `id` of `channel` (or a
-    /// later one).
-    pub(crate) fn seen(&self, channel: &[u8], id: Id) -> bool {
-        let history = self.history.borrow();
-        history
-            .as_ref()
-            .and_then(|h| h.newest(channel))
-            .is_some_and(|newest| newest >= id)
-    }
-
-    /// The worker's connection for resumes older than its history.
-    pub(crate) fn link(&self) -> &Link {
-        &self.link
     }
 
     /// Under `-auth`: closes with 4401 the clients whose token expired
