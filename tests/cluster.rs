@@ -406,6 +406,12 @@ async fn streams_are_read_on_their_nodes_through_a_restart_and_resumed_from_them
         .wait_count("[redis] reading streams b", 2, T)
         .unwrap();
     xadd(&cluster, "b", "b2");
+    // It came back empty: the entry the reader stopped at is gone, and the
+    // client hears that something may be missing before b2.
+    assert_eq!(
+        envelope(&mut ws).await,
+        serde_json::json!({"channel": "b", "recovered": false})
+    );
     let e = envelope(&mut ws).await;
     assert_eq!(
         (&e["channel"], &e["data"]),
