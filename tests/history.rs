@@ -381,3 +381,27 @@ asyncio.run(main(sys.argv[1]))
     assert_eq!(lines[1]["data"], json!({"n": 4}));
     assert!(lines[1]["id"].as_str().unwrap().ends_with("-4"));
 }
+
+#[tokio::test]
+async fn messages_older_than_the_ttl_are_not_replayed() {
+    let redis = RedisServer::start();
+    let r = relay(&redis, &["-history=100", "-history-ttl=1s"]);
+    let mut witness = connect_v1(&r.url("/?channel=alerts")).await;
+    let mut ws = connect_v1(&r.url("/?channel=news")).await;
+    publish_n(&redis, "news", 1, 1);
+    let first = take(&mut ws, 1).await[0].0.clone();
+    relay::bye(ws).await;
+    publish_n(&redis, "news", 2, 2);
+    settled(&redis, &mut witness).await;
+    // Within the TTL: replayed.
+    let mut soon = connect_v1(&r.url(&format!("/?channel=news&since={first}"))).await;
+    assert_eq!(numbers(&take(&mut soon, 1).await), [2]);
+    assert_eq!(next_json(&mut soon).await["recovered"], true);
+    // Past it: gone, and said so.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut late = connect_v1(&r.url(&format!("/?channel=news&since={first}"))).await;
+    assert_eq!(
+        next_json(&mut late).await,
+        json!({"channel": "news", "recovered": false})
+    );
+}

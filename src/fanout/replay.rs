@@ -45,6 +45,10 @@ impl Worker {
     /// writes are ordinary deliveries, under the same slow-client bound.
     /// `older`: what Redis held before the history (`-rs-mode=stream`).
     pub(crate) fn resume(&self, c: &Conn, asked: &resume::Asked, older: Vec<Older>) {
+        // What aged past -history-ttl since the last tick is not replayed.
+        if let Some(h) = self.history.borrow_mut().as_mut() {
+            h.trim(Instant::now());
+        }
         let history = self.history.borrow();
         let mut tally = Tally::default();
         for (channel, point) in asked {
