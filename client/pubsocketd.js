@@ -22,7 +22,8 @@ const MAX_TIMEOUT = 2 ** 31 - 1;
  *   reconnect they are sent again with `"since":{"<channel>":"<id>"}`.
  * Channels read through the URL without being named there (no `?channel=`
  * at all, or a pattern) resume through the URL too; channels read through a
- * pattern subscribed by message are not resumed (see #resumeBy).
+ * pattern subscribed by message resume in that subscribe's `since` (see
+ * #resumeBy).
  *
  * Options (all optional):
  *   channels: ["news"]            subscribed by message after each open
