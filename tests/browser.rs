@@ -1162,3 +1162,49 @@ async fn module_recovered_from_a_stream_after_a_relay_restart() {
     drop(driver);
     eprintln!("second relay's log:\n{}", relay.stdout.all().join("\n"));
 }
+
+/// A channel the page reads under a pattern it subscribed by message
+/// (`user.*`) resumes too: the module names it in that subscribe's `since`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_resumes_a_channel_under_a_subscribed_pattern() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let relay = Relay::start(&[
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &redis.port().to_string(),
+        "-rs-channel=news,user.*",
+        "-history=100",
+        "-log-level=debug",
+    ]);
+    relay.wait_subscribed(1);
+    let ws_url = format!("ws://127.0.0.1:{}/?channel=news", relay.port);
+    let client = driver.session().await;
+    client
+        .goto(&format!("{origin}/index.html?protocol=v1&url={ws_url}"))
+        .await
+        .expect("load the page");
+    wait_view(&client, "state open", |v| v.state == "open").await;
+    use_box(&client, "subscribe", "user.*").await;
+    wait_view(&client, "the subscribed answer", |v| v.messages.len() == 1).await;
+    redis.publish("user.5", b"\"u1\"");
+    wait_view(&client, "u1", |v| v.messages.len() == 2).await;
+    eval(&client, "pubsocketd.drop(2000);").await;
+    wait_log(&relay, "[disconnect]");
+    redis.publish("user.5", b"\"u2\"");
+    redis.publish("user.5", b"\"u3\"");
+    let v = wait_view(&client, "the recovery line", |v| {
+        v.messages.iter().any(|m| m.3.contains("recovered"))
+    })
+    .await;
+    let e = entries(&v);
+    assert_eq!(shown(&e, "user.5"), ["u1", "u2", "u3"], "{e:#?}");
+    let line = Entry::Recovered("user.5".into(), true, "message recovered".into());
+    assert!(position(&e, is_data("user.5", "u3")) < position(&e, |x| *x == line));
+    assert_eq!(eval(&client, "return pubsocketd.duplicates;").await, 0);
+    client.close().await.expect("end the browser session");
+    drop(driver);
+}
