@@ -492,6 +492,23 @@ async fn use_box(client: &Client, verb: &str, name: &str) {
         .expect("use the box");
 }
 
+/// A relay of `news` and `user.*` from `redis`, allowing the page's
+/// `origin`, with `extra` flags; subscribed.
+fn page_relay(origin: &str, redis: &RedisServer, extra: &[&str]) -> Relay {
+    let port = redis.port().to_string();
+    let mut args = vec![
+        "-ws-origin",
+        origin,
+        "-rs-port",
+        &port,
+        "-rs-channel=news,user.*",
+    ];
+    args.extend_from_slice(extra);
+    let relay = Relay::start(&args);
+    relay.wait_subscribed(1);
+    relay
+}
+
 /// Runs `script` in the page; its return value.
 async fn eval(client: &Client, script: &str) -> Value {
     client
@@ -578,15 +595,7 @@ async fn module_resubscribes_after_a_drop() {
     let redis = RedisServer::start();
     let page = serve_page();
     let origin = format!("http://127.0.0.1:{page}");
-    let relay = Relay::start(&[
-        "-ws-origin",
-        &origin,
-        "-rs-port",
-        &redis.port().to_string(),
-        "-rs-channel=news,user.*",
-        "-log-level=debug",
-    ]);
-    relay.wait_subscribed(1);
+    let relay = page_relay(&origin, &redis, &["-log-level=debug"]);
     let ws_url = format!("ws://127.0.0.1:{}/?channel=news", relay.port);
     let client = driver.session().await;
     open_v1_page(&client, &origin, &ws_url).await;
@@ -638,16 +647,7 @@ async fn module_resumes_after_a_drop_with_history() {
     let redis = RedisServer::start();
     let page = serve_page();
     let origin = format!("http://127.0.0.1:{page}");
-    let relay = Relay::start(&[
-        "-ws-origin",
-        &origin,
-        "-rs-port",
-        &redis.port().to_string(),
-        "-rs-channel=news,user.*",
-        "-history=100",
-        "-log-level=debug",
-    ]);
-    relay.wait_subscribed(1);
+    let relay = page_relay(&origin, &redis, &["-history=100", "-log-level=debug"]);
     let ws_url = format!("ws://127.0.0.1:{}/?channel=news", relay.port);
     let client = driver.session().await;
     open_v1_page(&client, &origin, &ws_url).await;
@@ -799,17 +799,15 @@ async fn module_refreshes_its_token() {
     let page = serve_page();
     let origin = format!("http://127.0.0.1:{page}");
     let secret = "browser-test-secret-0123456789abcdef";
-    let relay = Relay::start(&[
-        "-ws-origin",
+    let relay = page_relay(
         &origin,
-        "-rs-port",
-        &redis.port().to_string(),
-        "-rs-channel=news,user.*",
-        "-auth=jwt",
-        &format!("-auth-jwt-secret={secret}"),
-        "-auth-leeway=0s",
-    ]);
-    relay.wait_subscribed(1);
+        &redis,
+        &[
+            "-auth=jwt",
+            &format!("-auth-jwt-secret={secret}"),
+            "-auth-leeway=0s",
+        ],
+    );
     let mint = |claims: &str| common::jwt::mint(&["sign", "HS256", secret, claims]);
     let long = mint(r#"{"sub":"long","exp":"+3600","channels":["news","user.*"]}"#);
     let narrow = mint(r#"{"sub":"narrow","exp":"+3600","channels":["alerts"]}"#);
@@ -948,15 +946,7 @@ async fn module_starts_from_the_last_message() {
     let redis = RedisServer::start();
     let page = serve_page();
     let origin = format!("http://127.0.0.1:{page}");
-    let relay = Relay::start(&[
-        "-ws-origin",
-        &origin,
-        "-rs-port",
-        &redis.port().to_string(),
-        "-rs-channel=news,user.*",
-        "-history=100",
-    ]);
-    relay.wait_subscribed(1);
+    let relay = page_relay(&origin, &redis, &["-history=100"]);
     for (channel, data) in [
         ("news", "a"),
         ("user.9", "x"),
@@ -1171,16 +1161,7 @@ async fn module_resumes_a_channel_under_a_subscribed_pattern() {
     let redis = RedisServer::start();
     let page = serve_page();
     let origin = format!("http://127.0.0.1:{page}");
-    let relay = Relay::start(&[
-        "-ws-origin",
-        &origin,
-        "-rs-port",
-        &redis.port().to_string(),
-        "-rs-channel=news,user.*",
-        "-history=100",
-        "-log-level=debug",
-    ]);
-    relay.wait_subscribed(1);
+    let relay = page_relay(&origin, &redis, &["-history=100", "-log-level=debug"]);
     let ws_url = format!("ws://127.0.0.1:{}/?channel=news", relay.port);
     let client = driver.session().await;
     client

@@ -339,22 +339,6 @@ async fn channels_on_demand_follow_their_slots() {
     );
 }
 
-/// A v1 client of the relay at `url`, with its (channel, id, data) reader.
-async fn v1(url: &str) -> relay::Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "pubsocketd.v1".parse().unwrap());
-    let host = req.uri().authority().unwrap().to_string();
-    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    tokio_tungstenite::client_async(req, tcp).await.unwrap().0
-}
-
-async fn envelope(ws: &mut relay::Ws) -> serde_json::Value {
-    let m = next_data(ws, T).await;
-    serde_json::from_str(m.to_text().unwrap()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_read_on_their_nodes_through_a_restart_and_resumed_from_them() {
     let mut cluster = Cluster::start();
@@ -376,14 +360,14 @@ async fn streams_are_read_on_their_nodes_through_a_restart_and_resumed_from_them
         let out = c.nodes[c.owner(key)].cli(&["XADD", key, "*", "data", data]);
         out.trim().to_string()
     };
-    let mut ws = v1(&r.url("/")).await;
+    let mut ws = relay::connect_v1(&r.url("/")).await;
     let mut ids = Vec::new();
     for key in ["a", "b", "c", "{a}.more"] {
         ids.push(xadd(&cluster, key, &format!("{key}1")));
     }
     let mut got = Vec::new();
     for _ in 0..4 {
-        let e = envelope(&mut ws).await;
+        let e = relay::next_json(&mut ws, T).await;
         got.push((
             e["channel"].as_str().unwrap().to_string(),
             e["id"].as_str().unwrap().to_string(),
@@ -409,10 +393,10 @@ async fn streams_are_read_on_their_nodes_through_a_restart_and_resumed_from_them
     // It came back empty: the entry the reader stopped at is gone, and the
     // client hears that something may be missing before b2.
     assert_eq!(
-        envelope(&mut ws).await,
+        relay::next_json(&mut ws, T).await,
         serde_json::json!({"channel": "b", "recovered": false})
     );
-    let e = envelope(&mut ws).await;
+    let e = relay::next_json(&mut ws, T).await;
     assert_eq!(
         (&e["channel"], &e["data"]),
         (&serde_json::json!("b"), &serde_json::json!("b2"))
@@ -430,16 +414,17 @@ async fn streams_are_read_on_their_nodes_through_a_restart_and_resumed_from_them
         "{}-0",
         c0.split('-').next().unwrap().parse::<u64>().unwrap() - 1
     );
-    let mut late = v1(&second.url(&format!("/?channel=c&since=c:{before_c1}"))).await;
-    let first = envelope(&mut late).await;
+    let mut late =
+        relay::connect_v1(&second.url(&format!("/?channel=c&since=c:{before_c1}"))).await;
+    let first = relay::next_json(&mut late, T).await;
     assert_eq!(first["data"], "c1");
-    assert_eq!(envelope(&mut late).await["data"], "c2");
+    assert_eq!(relay::next_json(&mut late, T).await["data"], "c2");
     assert_eq!(
-        envelope(&mut late).await,
+        relay::next_json(&mut late, T).await,
         serde_json::json!({"channel": "c", "recovered": false}),
         "an ID Redis never held cannot vouch for what came after it"
     );
-    let mut exact = v1(&second.url(&format!("/?channel=c&since=c:{c0}"))).await;
-    assert_eq!(envelope(&mut exact).await["data"], "c2");
-    assert_eq!(envelope(&mut exact).await["recovered"], true);
+    let mut exact = relay::connect_v1(&second.url(&format!("/?channel=c&since=c:{c0}"))).await;
+    assert_eq!(relay::next_json(&mut exact, T).await["data"], "c2");
+    assert_eq!(relay::next_json(&mut exact, T).await["recovered"], true);
 }

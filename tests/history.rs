@@ -8,36 +8,22 @@ mod common;
 
 use common::redis::{free_port, RedisServer};
 use common::relay::{
-    self, close_code, next_data, raw_exchange, status_of, upgrade_request, Relay, Ws,
+    self, close_code, connect_v1, next_data, next_json, raw_exchange, status_of, upgrade_request,
+    Relay, Ws,
 };
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(20);
-
-async fn connect_v1(url: &str) -> Ws {
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "pubsocketd.v1".parse().unwrap());
-    let host = req.uri().authority().unwrap().to_string();
-    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    tokio_tungstenite::client_async(req, tcp).await.unwrap().0
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    let m = next_data(ws, T).await;
-    serde_json::from_str(m.to_text().unwrap()).unwrap()
-}
 
 /// The next `n` envelopes' (id, data).
 async fn take(ws: &mut Ws, n: usize) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let v = next_json(ws).await;
+        let v = next_json(ws, T).await;
         let id = v["id"].as_str().unwrap_or_else(|| panic!("no id: {v}"));
         out.push((id.to_string(), v["data"].clone()));
     }
@@ -67,7 +53,7 @@ fn publish_n(redis: &RedisServer, channel: &str, from: u32, to: u32) {
 async fn settled(redis: &RedisServer, witness: &mut Ws) {
     redis.publish("alerts", b"\"marker\"");
     loop {
-        if next_json(witness).await["data"] == "marker" {
+        if next_json(witness, T).await["data"] == "marker" {
             return;
         }
     }
@@ -106,7 +92,7 @@ async fn a_client_that_comes_back_gets_what_it_missed_once_then_recovered() {
     assert_eq!(numbers(&replayed), [4, 5, 6, 7, 8]);
     assert_eq!(replayed[0].0, format!("{epoch}-4"));
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, T).await,
         json!({"channel": "news", "recovered": true})
     );
     publish_n(&redis, "news", 9, 9);
@@ -115,13 +101,13 @@ async fn a_client_that_comes_back_gets_what_it_missed_once_then_recovered() {
     let latest = format!("{epoch}-9");
     let mut ws = connect_v1(&r.url(&format!("/?since=news:{latest}&channel=news"))).await;
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, T).await,
         json!({"channel": "news", "recovered": true})
     );
     // `last`: the latest message first (the current state of a feed).
     let mut ws = connect_v1(&r.url("/?channel=news&since=last")).await;
     assert_eq!(numbers(&take(&mut ws, 1).await), [9]);
-    assert_eq!(next_json(&mut ws).await["recovered"], true);
+    assert_eq!(next_json(&mut ws, T).await["recovered"], true);
 }
 
 #[tokio::test]
@@ -139,26 +125,26 @@ async fn since_in_a_v1_subscribe_and_for_the_original_clients() {
     .await
     .unwrap();
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, T).await,
         json!({"subscribed": ["user.7", "news"]})
     );
     // Each channel's replay, then its answer, in the order of `since`
     // (a JSON object: sorted by name here).
-    let news = next_json(&mut ws).await;
+    let news = next_json(&mut ws, T).await;
     assert_eq!(
         (&news["channel"], &news["data"]),
         (&json!("news"), &json!("n1"))
     );
     let id_n1 = news["id"].as_str().unwrap().to_string();
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, T).await,
         json!({"channel": "news", "recovered": false}),
         "0-0 is of no epoch kept here"
     );
     let seven = take(&mut ws, 1).await;
     assert_eq!(numbers(&seven), [4]);
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, T).await,
         json!({"channel": "user.7", "recovered": true})
     );
     // The original's clients (no subprotocol) get the payloads, no notices.
@@ -170,25 +156,28 @@ async fn since_in_a_v1_subscribe_and_for_the_original_clients() {
     assert_eq!(next_data(&mut plain, T).await, Message::text("2"));
     redis.publish("news", b"live");
     assert_eq!(next_data(&mut plain, T).await, Message::text("live"));
-    assert_eq!(next_json(&mut ws).await["data"], "live");
+    assert_eq!(next_json(&mut ws, T).await["data"], "live");
     // A since for a channel under a pattern the subscribe names: replayed.
     ws.send(Message::text(
         r#"{"subscribe":["user.*"],"since":{"user.7":"last"}}"#,
     ))
     .await
     .unwrap();
-    assert_eq!(next_json(&mut ws).await, json!({"subscribed": ["user.*"]}));
+    assert_eq!(
+        next_json(&mut ws, T).await,
+        json!({"subscribed": ["user.*"]})
+    );
     assert_eq!(numbers(&take(&mut ws, 1).await), [4]);
-    assert_eq!(next_json(&mut ws).await["recovered"], true);
+    assert_eq!(next_json(&mut ws, T).await["recovered"], true);
     // One for a channel it does not read: refused alone, the rest stands.
     ws.send(Message::text(
         r#"{"subscribe":["news"],"since":{"sports":"1-1"}}"#,
     ))
     .await
     .unwrap();
-    assert_eq!(next_json(&mut ws).await, json!({"subscribed": ["news"]}));
+    assert_eq!(next_json(&mut ws, T).await, json!({"subscribed": ["news"]}));
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, T).await,
         json!({"error": "since names a channel not read", "channels": ["sports"]})
     );
     // since with anything but subscribe: 1008.
@@ -230,7 +219,7 @@ async fn trimmed_history_and_a_redis_restart_say_not_recovered() {
     let mut ws = connect_v1(&r.url(&format!("/?channel=news&since={first}"))).await;
     assert_eq!(numbers(&take(&mut ws, 3).await), [4, 5, 6], "what is kept");
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, T).await,
         json!({"channel": "news", "recovered": false})
     );
     let six = format!("{}-6", first.split_once('-').unwrap().0);
@@ -240,11 +229,11 @@ async fn trimmed_history_and_a_redis_restart_say_not_recovered() {
     r.stdout.wait_count("[redis] subscribed to", 2, T).unwrap();
     // Connected v1 clients hear it at once, for each channel they read.
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, T).await,
         json!({"channel": "news", "recovered": false})
     );
     assert_eq!(
-        next_json(&mut witness).await,
+        next_json(&mut witness, T).await,
         json!({"channel": "alerts", "recovered": false})
     );
     publish_n(&redis, "news", 7, 7);
@@ -257,7 +246,7 @@ async fn trimmed_history_and_a_redis_restart_say_not_recovered() {
     );
     let mut back = connect_v1(&r.url(&format!("/?channel=news&since={six}"))).await;
     assert_eq!(numbers(&take(&mut back, 1).await), [7]);
-    assert_eq!(next_json(&mut back).await["recovered"], false);
+    assert_eq!(next_json(&mut back, T).await["recovered"], false);
     let line = r.stdout.wait_for("metrics on http://", T).unwrap();
     let rest = &line[line.find("http://").unwrap() + 7..];
     let addr = &rest[..rest.find('/').unwrap()];
@@ -307,7 +296,7 @@ async fn a_publish_racing_the_replay_is_neither_lost_nor_doubled() {
         };
         let mut ws = connect_v1(&r.url(&path)).await;
         for _ in 0..40 {
-            let v = next_json(&mut ws).await;
+            let v = next_json(&mut ws, T).await;
             if v.get("recovered").is_some() {
                 assert_eq!(v["recovered"], true, "after {last:?}");
                 continue;
@@ -396,12 +385,12 @@ async fn messages_older_than_the_ttl_are_not_replayed() {
     // Within the TTL: replayed.
     let mut soon = connect_v1(&r.url(&format!("/?channel=news&since={first}"))).await;
     assert_eq!(numbers(&take(&mut soon, 1).await), [2]);
-    assert_eq!(next_json(&mut soon).await["recovered"], true);
+    assert_eq!(next_json(&mut soon, T).await["recovered"], true);
     // Past it: gone, and said so.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut late = connect_v1(&r.url(&format!("/?channel=news&since={first}"))).await;
     assert_eq!(
-        next_json(&mut late).await,
+        next_json(&mut late, T).await,
         json!({"channel": "news", "recovered": false})
     );
 }

@@ -11,7 +11,6 @@ use common::relay::{self, next_data, raw_exchange, status_of, upgrade_request, R
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(20);
@@ -38,15 +37,6 @@ fn wait_numsub(redis: &RedisServer, channel: &str, n: i64) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-async fn v1(url: &str) -> Ws {
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "pubsocketd.v1".parse().unwrap());
-    let host = req.uri().authority().unwrap().to_string();
-    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    tokio_tungstenite::client_async(req, tcp).await.unwrap().0
 }
 
 async fn ask(ws: &mut Ws, v: Value) -> Value {
@@ -109,7 +99,7 @@ async fn a_channel_is_subscribed_while_a_client_reads_it() {
 async fn a_v1_subscribe_is_answered_once_redis_confirmed() {
     let redis = RedisServer::start();
     let r = relay(&redis, &[]);
-    let mut ws = v1(&r.url("/")).await;
+    let mut ws = relay::connect_v1(&r.url("/")).await;
     for round in 0..20 {
         let ch = format!("user.{round}");
         let answer = ask(&mut ws, json!({ "subscribe": [ch] })).await;
@@ -141,7 +131,7 @@ async fn without_redis_a_new_channel_is_refused_and_old_ones_come_back() {
     let mut kept = relay::connect(&r.url("/?channel=user.1"), None)
         .await
         .unwrap();
-    let mut ws = v1(&r.url("/?channel=news")).await;
+    let mut ws = relay::connect_v1(&r.url("/?channel=news")).await;
     redis.kill();
     let answer = raw_exchange(
         &r.addr(),

@@ -8,35 +8,20 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::relay::{self, next_data, raw_exchange, run, Relay, Ws};
+use common::relay::{self, connect_v1, next_data, next_json, raw_exchange, run, Relay, Ws};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(20);
-
-async fn connect_v1(url: &str) -> Ws {
-    let mut req = url.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "pubsocketd.v1".parse().unwrap());
-    let host = req.uri().authority().unwrap().to_string();
-    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
-    tokio_tungstenite::client_async(req, tcp).await.unwrap().0
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    let m = next_data(ws, T).await;
-    serde_json::from_str(m.to_text().unwrap()).unwrap()
-}
 
 /// The next `n` envelopes' (id, data).
 async fn take(ws: &mut Ws, n: usize) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let v = next_json(ws).await;
+        let v = next_json(ws, T).await;
         let id = v["id"].as_str().unwrap_or_else(|| panic!("no id: {v}"));
         out.push((id.to_string(), v["data"].clone()));
     }
@@ -153,7 +138,7 @@ async fn nothing_redis_holds_is_lost_across_a_lost_connection_and_a_redis_restar
     let mut back = connect_v1(&r.url(&format!("/?channel=news&since={}", got[0].0))).await;
     assert_eq!(numbers(&take(&mut back, 2).await), [7, 8]);
     assert_eq!(
-        next_json(&mut back).await,
+        next_json(&mut back, T).await,
         json!({"channel": "news", "recovered": true})
     );
 }
@@ -175,7 +160,7 @@ async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
     let mut ws = connect_v1(&second.url(&format!("/?channel=news&since={since}"))).await;
     assert_eq!(numbers(&take(&mut ws, 3).await), [3, 4, 5]);
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, T).await,
         json!({"channel": "news", "recovered": false}),
         "over -history-max-replay: what is missing is said"
     );
@@ -183,7 +168,7 @@ async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
     let mut ws = connect_v1(&third.url(&format!("/?channel=news&since={since}"))).await;
     assert_eq!(numbers(&take(&mut ws, 4).await), [3, 4, 5, 6]);
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(&mut ws, T).await,
         json!({"channel": "news", "recovered": true})
     );
     xadd(&redis, "news", 7, 7);
@@ -193,14 +178,17 @@ async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
     let msg = json!({"subscribe": ["news"], "since": {"news": seen[0].0}}).to_string();
     use futures_util::SinkExt;
     sub.send(Message::text(msg)).await.unwrap();
-    assert_eq!(next_json(&mut sub).await, json!({"subscribed": ["news"]}));
+    assert_eq!(
+        next_json(&mut sub, T).await,
+        json!({"subscribed": ["news"]})
+    );
     assert_eq!(numbers(&take(&mut sub, 6).await), [2, 3, 4, 5, 6, 7]);
-    assert_eq!(next_json(&mut sub).await["recovered"], true);
+    assert_eq!(next_json(&mut sub, T).await["recovered"], true);
     redis.cli(&["XTRIM", "news", "MAXLEN", "2"]);
     let mut trimmed = connect_v1(&third.url(&format!("/?channel=news&since={since}"))).await;
     assert_eq!(numbers(&take(&mut trimmed, 2).await), [6, 7]);
     assert_eq!(
-        next_json(&mut trimmed).await["recovered"],
+        next_json(&mut trimmed, T).await["recovered"],
         false,
         "3 to 5 were trimmed"
     );
@@ -208,10 +196,10 @@ async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
     let fresh = relay(&redis, &[]);
     let mut last = connect_v1(&fresh.url("/?channel=news&since=last")).await;
     assert_eq!(numbers(&take(&mut last, 1).await), [7]);
-    assert_eq!(next_json(&mut last).await["recovered"], true);
+    assert_eq!(next_json(&mut last, T).await["recovered"], true);
     let mut none = connect_v1(&fresh.url("/?channel=alerts&since=last")).await;
     assert_eq!(
-        next_json(&mut none).await,
+        next_json(&mut none, T).await,
         json!({"channel": "alerts", "recovered": false}),
         "an empty stream has no latest entry"
     );
@@ -256,12 +244,12 @@ async fn a_resume_while_redis_is_down_says_what_memory_cannot_vouch_for() {
     // In memory: a resume from entry 1 needs nothing from Redis.
     let mut kept = connect_v1(&r.url(&format!("/?channel=news&since={}", ids[0]))).await;
     assert_eq!(numbers(&take(&mut kept, 1).await), [2]);
-    assert_eq!(next_json(&mut kept).await["recovered"], true);
+    assert_eq!(next_json(&mut kept, T).await["recovered"], true);
     // Older than memory, Redis down: what memory has, then recovered:false.
     let started = std::time::Instant::now();
     let mut older = connect_v1(&r.url("/?channel=news&since=1-0")).await;
     assert_eq!(numbers(&take(&mut older, 2).await), [1, 2]);
-    assert_eq!(next_json(&mut older).await["recovered"], false);
+    assert_eq!(next_json(&mut older, T).await["recovered"], false);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",

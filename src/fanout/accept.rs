@@ -7,7 +7,7 @@ use super::authorize;
 use super::conn::{self, Conn, TcpReader, TcpWriter};
 use super::context::Context;
 use super::control;
-use super::older::{self, Older};
+use super::older::Older;
 use super::resume::{self, Asked};
 use super::worker::Worker;
 use crate::auth::verify::Grant;
@@ -65,7 +65,7 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
             // A task of its own: its future holds only what a live client
             // needs, not the handshake's (the task sized for the handshake
             // ends here and frees its memory).
-            let older = older(&w, &up.resume, up.v1).await;
+            let older = w.older_for(&up.resume, up.v1).await;
             join(&w, &c, up.resume, older);
             tokio::task::spawn_local(attach(w, c, reader, TcpWriter(stream), buf));
         }
@@ -84,7 +84,7 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 .with_v1(up.v1)
                 .with_grant(up.grant);
             let c = Rc::new(c);
-            let older = older(&w, &up.resume, up.v1).await;
+            let older = w.older_for(&up.resume, up.v1).await;
             join(&w, &c, up.resume, older);
             tokio::task::spawn_local(attach(w, c, reader, writer, up.buf));
         }
@@ -101,32 +101,6 @@ fn join(w: &Worker, c: &Rc<Conn>, asked: Asked, older: Vec<Older>) {
         w.resume(c, &asked, older);
     }
 }
-
-/// Under `-rs-mode=stream`: what the resume needs from Redis, read before
-/// the client joins (the history covers what arrives meanwhile), within
-/// `-ws-handshake-timeout` (past it, the resume goes on from memory and
-/// says `recovered:false`).
-pub(crate) async fn older(w: &Worker, asked: &Asked, v1: bool) -> Vec<Older> {
-    let Some(source) = w.ctx.older.as_ref().filter(|_| !asked.is_empty()) else {
-        return Vec::new();
-    };
-    let deadline = tokio::time::Instant::now() + w.ctx.cfg.handshake_timeout;
-    let vouches = |ch: &[u8], point| w.vouches(ch, point);
-    let fetch = older::fetch(w.link(), vouches, source, asked, v1);
-    let Ok(found) = Box::pin(timeout_at(deadline, fetch)).await else {
-        return Vec::new();
-    };
-    // Redis may have answered with entries the reader has not brought to
-    // this worker yet: wait for them, or they would come again, live.
-    let behind = |o: &Older| !w.seen(&o.channel, o.last) && !source.never_live(&o.channel, o.last);
-    while found.iter().any(behind) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(CATCH_UP_POLL).await;
-    }
-    found
-}
-
-/// How often a resume checks whether the reader caught up with Redis.
-const CATCH_UP_POLL: Duration = Duration::from_millis(2);
 
 /// Serves a registered client for as long as it lives.
 async fn attach<R: conn::Fill, W: AsyncWrite + Unpin>(

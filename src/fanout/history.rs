@@ -173,29 +173,39 @@ impl History {
 
     /// The messages of `channel` after `point`, in the form a client takes.
     pub fn replay(&self, channel: &[u8], point: Point, v1: bool) -> Replay {
-        let Some(ring) = self.channels.get(channel) else {
+        let Some((ring, start, recovered)) = self.after(channel, point) else {
             return Replay::default();
         };
+        let frames = ring.range(start..).map(|k| k.form(v1).clone()).collect();
+        Replay { frames, recovered }
+    }
+
+    /// Whether a replay of `channel` after `point` would be whole (without
+    /// building it).
+    pub fn vouches(&self, channel: &[u8], point: Point) -> bool {
+        self.after(channel, point)
+            .is_some_and(|(_, _, whole)| whole)
+    }
+
+    /// Where the messages after `point` start in `channel`'s ring, and
+    /// whether they follow it with nothing missing: each one's `prev` is
+    /// the one before (the first's, the point itself).
+    fn after(&self, channel: &[u8], point: Point) -> Option<(&VecDeque<Kept>, usize, bool)> {
+        let ring = self.channels.get(channel)?;
         let (start, mut last) = match point {
             Point::Last => (ring.len() - 1, None),
             Point::After(id) => (ring.partition_point(|k| k.id <= id), Some(id)),
         };
-        let mut recovered = true;
         if start == ring.len() {
             // Nothing after it: it is the latest, or unknown here.
-            recovered = last == ring.back().map(|k| k.id);
+            return Some((ring, start, last == ring.back().map(|k| k.id)));
         }
-        let frames = ring
-            .range(start..)
-            .map(|k| {
-                if last.is_some() && k.prev != last {
-                    recovered = false;
-                }
-                last = Some(k.id);
-                k.form(v1).clone()
-            })
-            .collect();
-        Replay { frames, recovered }
+        let mut whole = true;
+        for k in ring.range(start..) {
+            whole &= last.is_none() || k.prev == last;
+            last = Some(k.id);
+        }
+        Some((ring, start, whole))
     }
 }
 

@@ -125,7 +125,7 @@ async fn read(
         last = e.id;
         let Some(payload) = e.payload else { continue };
         if let Ok(m) = encoder.encode_stamped(channel, &payload, Some(stamp)) {
-            frames.push(form(&m, v1));
+            frames.extend(m.form(false, v1).cloned());
         }
     }
     Ok(Older {
@@ -159,7 +159,7 @@ async fn latest(link: &Link, source: &Source, channel: &Bytes, v1: bool) -> Resu
     let frames = newest
         .payload
         .and_then(|p| encoder.encode_stamped(channel, &p, Some(stamp)).ok())
-        .map(|m| form(&m, v1))
+        .and_then(|m| m.form(false, v1).cloned())
         .into_iter()
         .collect();
     Ok(Older {
@@ -170,14 +170,6 @@ async fn latest(link: &Link, source: &Source, channel: &Bytes, v1: bool) -> Resu
         },
         last: newest.id,
     })
-}
-
-/// The frame a client of the original protocol (or a v1 one) takes.
-fn form(m: &crate::fanout::hub::Message, v1: bool) -> Bytes {
-    match (v1, &m.envelope, m.enveloped) {
-        (true, Some(env), false) => env.clone(),
-        _ => m.frame.clone(),
-    }
 }
 
 /// One request on the worker's connection (made, or made again, as

@@ -5,25 +5,53 @@
 //! delivered message.
 
 use super::conn::{Conn, State, MAX_IOV};
-use super::older::{Link, Older};
+use super::older::{self, Older};
 use super::resume;
 use super::worker::{Tally, Worker};
 use crate::channels::Channels;
 use crate::history::id::Id;
 use crate::history::since::Point;
+use crate::ws::control;
 use crate::ws::frame;
 use bytes::Bytes;
 use slog::info;
 use std::io::IoSlice;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A configured key's name (a pattern's, for a pattern).
 fn key_name(channels: &Channels, id: u32) -> Bytes {
     Bytes::copy_from_slice(channels.keys()[id as usize].name.as_bytes())
 }
 
+/// How often a resume checks whether the reader caught up with Redis.
+const CATCH_UP_POLL: Duration = Duration::from_millis(2);
+
 impl Worker {
+    /// Under `-rs-mode=stream`: what a resume needs from Redis, read before
+    /// the client joins (or its subscribe takes effect; the history covers
+    /// what arrives meanwhile), within `-ws-handshake-timeout` (past it, the
+    /// resume goes on from memory and says `recovered:false`).
+    pub(crate) async fn older_for(&self, asked: &resume::Asked, v1: bool) -> Vec<Older> {
+        let Some(source) = self.ctx.older.as_ref().filter(|_| !asked.is_empty()) else {
+            return Vec::new();
+        };
+        let deadline = tokio::time::Instant::now() + self.ctx.cfg.handshake_timeout;
+        let vouches = |ch: &[u8], point| self.vouches(ch, point);
+        let fetch = older::fetch(&self.link, vouches, source, asked, v1);
+        let Ok(found) = Box::pin(tokio::time::timeout_at(deadline, fetch)).await else {
+            return Vec::new();
+        };
+        // Redis may have answered with entries the reader has not brought
+        // to this worker yet: wait for them, or they would come again, live.
+        let behind =
+            |o: &Older| !self.seen(&o.channel, o.last) && !source.never_live(&o.channel, o.last);
+        while found.iter().any(behind) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(CATCH_UP_POLL).await;
+        }
+        found
+    }
+
     /// Drops what has aged past `-history-ttl`; the first worker reports
     /// the size (every worker keeps the same messages).
     pub(super) fn trim_history(&self, now: Instant) {
@@ -44,7 +72,7 @@ impl Worker {
     /// its selection: nothing is missed or sent twice in between. The
     /// writes are ordinary deliveries, under the same slow-client bound.
     /// `older`: what Redis held before the history (`-rs-mode=stream`).
-    pub(crate) fn resume(&self, c: &Conn, asked: &resume::Asked, older: Vec<Older>) {
+    pub(crate) fn resume(&self, c: &Conn, asked: &resume::Asked, mut older: Vec<Older>) {
         // What aged past -history-ttl since the last tick is not replayed.
         if let Some(h) = self.history.borrow_mut().as_mut() {
             h.trim(Instant::now());
@@ -52,8 +80,11 @@ impl Worker {
         let history = self.history.borrow();
         let mut tally = Tally::default();
         for (channel, point) in asked {
-            let before = older.iter().find(|o| o.channel == *channel);
-            let from = before.map_or(*point, |o| Point::After(o.last));
+            let before = older
+                .iter()
+                .position(|o| o.channel == *channel)
+                .map(|i| older.swap_remove(i));
+            let from = before.as_ref().map_or(*point, |o| Point::After(o.last));
             let mut replay = match history.as_ref() {
                 Some(h) => h.replay(channel, from, c.v1()),
                 None => Default::default(),
@@ -61,7 +92,7 @@ impl Worker {
             if let Some(o) = before {
                 // Nothing of the channel kept: nothing came after Redis' answer.
                 let held = history.as_ref().is_some_and(|h| h.holds(channel));
-                let mut frames = o.replay.frames.clone();
+                let mut frames = o.replay.frames;
                 frames.append(&mut replay.frames);
                 replay.frames = frames;
                 replay.recovered = o.replay.recovered && (replay.recovered || !held);
@@ -78,7 +109,7 @@ impl Worker {
                 .history
                 .resumed(replay.frames.len(), replay.recovered);
             if c.v1() {
-                let answer = resume::recovered(channel, replay.recovered);
+                let answer = control::recovered(channel, replay.recovered);
                 c.send_control(&frame::encode(frame::OP_TEXT, &answer));
             }
         }
@@ -114,7 +145,7 @@ impl Worker {
                 }
             };
             for name in names {
-                let notice = resume::recovered(&name, false);
+                let notice = control::recovered(&name, false);
                 c.send_control(&frame::encode(frame::OP_TEXT, &notice));
             }
             told += 1;
@@ -135,7 +166,7 @@ impl Worker {
         let history = self.history.borrow();
         history.as_ref().is_some_and(|h| match point {
             Point::Last => h.holds(channel),
-            after => h.replay(channel, after, false).recovered,
+            after => h.vouches(channel, after),
         })
     }
 
@@ -147,10 +178,5 @@ impl Worker {
             .as_ref()
             .and_then(|h| h.newest(channel))
             .is_some_and(|newest| newest >= id)
-    }
-
-    /// The worker's connection for resumes older than its history.
-    pub(crate) fn link(&self) -> &Link {
-        &self.link
     }
 }

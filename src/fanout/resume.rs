@@ -1,5 +1,5 @@
 //! Which channel each `since` of a client names, checked against what the
-//! client reads, and the `recovered` answer that ends a replay.
+//! client reads.
 
 use crate::channels::{Channels, Selection};
 use crate::history::since::{Point, Resume};
@@ -60,13 +60,6 @@ pub(crate) fn reads(channels: &Channels, sel: Option<&Selection>, channel: &[u8]
     }
 }
 
-/// `{"channel":…,"recovered":true|false}`.
-pub(crate) fn recovered(channel: &[u8], whole: bool) -> Vec<u8> {
-    let channel = String::from_utf8_lossy(channel);
-    let answer = serde_json::json!({ "channel": channel, "recovered": whole });
-    serde_json::to_vec(&answer).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,14 +99,5 @@ mod tests {
         ] {
             assert!(resolved(list, query).is_err(), "{list} {query}");
         }
-    }
-
-    #[test]
-    fn the_answer_is_json() {
-        let v: serde_json::Value = serde_json::from_slice(&recovered(b"n\"s", false)).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"channel": "n\"s", "recovered": false})
-        );
     }
 }

@@ -92,24 +92,18 @@ impl Ingest {
         payload: &[u8],
         count: bool,
     ) -> Result<u64, Rejected> {
-        let Some(sequencer) = &self.sequencer else {
-            let msg = self.encoder.encode(channel, payload)?;
-            let receivers = if count {
-                self.stats.clients_for(&msg.keys)
-            } else {
-                0
-            };
-            self.hub.publish(msg).await;
-            return Ok(receivers);
+        let mut seq = match &self.sequencer {
+            Some(s) => Some(s.lock().await),
+            None => None,
         };
-        let mut seq = sequencer.lock().await;
-        let stamp = seq.peek(channel);
-        let msg = self.encoder.encode_stamped(channel, payload, Some(stamp))?;
-        seq.commit(channel, stamp);
-        let receivers = if count {
-            self.stats.clients_for(&msg.keys)
-        } else {
-            0
+        let stamp = seq.as_mut().map(|s| s.peek(channel));
+        let msg = self.encoder.encode_stamped(channel, payload, stamp)?;
+        if let (Some(seq), Some(stamp)) = (seq.as_mut(), stamp) {
+            seq.commit(channel, stamp);
+        }
+        let receivers = match count {
+            true => self.stats.clients_for(&msg.keys),
+            false => 0,
         };
         self.hub.publish(msg).await;
         Ok(receivers)

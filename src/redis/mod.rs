@@ -12,3 +12,4 @@ pub(crate) mod sentinel;
 pub(crate) mod stream;
 pub(crate) mod stream_entries;
 pub(crate) mod subscriber;
+pub(crate) mod supervise;

@@ -10,23 +10,23 @@ use super::backoff::Backoff;
 use super::connect::{ConnectError, RedisStream, Target};
 use super::resp::reply::{self, ReplyError};
 use super::resp::write::command;
-use super::sentinel;
 use super::stream_entries::{self, Entry};
-use super::subscriber::Failure;
+use super::supervise::{self, Failure, Parts, Session};
 use crate::history::id::{Id, Stamp};
 use crate::ingest::handle::Ingest;
 use crate::ops::stats::Stats;
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
-use slog::{debug, info, warn, Logger};
+use slog::{debug, info, Logger};
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
-use tokio::time::{sleep, timeout};
+use tokio::time::timeout;
 
 /// How long one XREAD waits for entries.
 const BLOCK: Duration = Duration::from_secs(5);
@@ -139,33 +139,17 @@ impl StreamReader {
         self
     }
 
-    /// Reads until the process ends, reconnecting with backoff (and, with
-    /// `-rs-sentinel`, when the Sentinels announce a new primary).
+    /// Reads until the process ends, reconnecting with backoff (see
+    /// [`supervise::run`]; with `-rs-sentinel`, also when the Sentinels
+    /// announce a new primary).
     pub async fn run(mut self) {
-        if let Some(s) = self.target.sentinel() {
-            let primaries = self.target.primaries().clone();
-            tokio::spawn(sentinel::watch_switches(
-                s.clone(),
-                primaries,
-                self.log.clone(),
-            ));
-        }
-        let mut backoff = Backoff::new();
-        loop {
-            let Err(failure) = self.session(&mut backoff).await;
-            self.stats.redis_up.store(false, Relaxed);
-            if failure.refused && backoff.first {
-                if let Some(fatal) = self.fatal.take() {
-                    let _ = fatal.send(failure.why);
-                    return;
-                }
-            }
-            match backoff.is_reset() {
-                true => warn!(self.log, "[redis] {}; reconnecting", failure.why),
-                false => debug!(self.log, "[redis] {}; retrying", failure.why),
-            }
-            sleep(backoff.next_delay()).await;
-        }
+        let parts = Parts {
+            target: self.target.clone(),
+            log: self.log.clone(),
+            stats: self.stats.clone(),
+            fatal: self.fatal.take(),
+        };
+        supervise::run(self, parts).await
     }
 
     fn place(&self) -> String {
@@ -183,7 +167,7 @@ impl StreamReader {
             Some((host, port)) => self.target.connect_to(host, *port).await,
         };
         let mut sock = connecting.map_err(|e| match e {
-            ConnectError::Io(why) => io(format!("cannot connect to {place}: {why}")),
+            ConnectError::Io(why) => Failure::io(format!("cannot connect to {place}: {why}")),
             ConnectError::Refused(why) => Failure {
                 why: format!("{place} refused us: {why}"),
                 refused: true,
@@ -205,13 +189,22 @@ impl StreamReader {
             let frame = tokio::select! {
                 frame = self.ask(&mut sock, &mut buf, &cmd, wait) => frame?,
                 Ok(()) = primaries.changed() => {
-                    return Err(io(format!("{place}: a Sentinel announced a new primary")));
+                    return Err(Failure::io(format!("{place}: a Sentinel announced a new primary")));
                 }
             };
             let batch =
                 stream_entries::xread(frame, &self.field).map_err(|why| refused(&place, why))?;
+            // The lag once per read, from its newest entry.
+            let newest = batch
+                .iter()
+                .filter_map(|(_, e)| e.last())
+                .map(|e| e.id)
+                .max();
             for (key, entries) in batch {
                 self.relay(&key, entries).await;
+            }
+            if let Some(id) = newest {
+                lag(&self.stats, id);
             }
         }
     }
@@ -336,7 +329,7 @@ impl StreamReader {
         wait: Duration,
     ) -> Result<BytesFrame, Failure> {
         let place = self.place();
-        let lost = |why: String| io(format!("connection to {place} lost: {why}"));
+        let lost = |why: String| Failure::io(format!("connection to {place} lost: {why}"));
         sock.write_all(cmd).await.map_err(|e| lost(e.to_string()))?;
         sock.flush().await.map_err(|e| lost(e.to_string()))?;
         let answer = timeout(wait, reply::read_capped(sock, buf, self.max_reply))
@@ -361,7 +354,6 @@ impl StreamReader {
             cursor.last = Some(e.id);
             cursor.linked = true;
             let placed = *cursor;
-            lag(&self.stats, e.id);
             let Some(payload) = e.payload else {
                 debug!(
                     self.log,
@@ -403,13 +395,6 @@ fn lag(stats: &Stats, id: Id) {
         .store(now.saturating_sub(id.high), Relaxed);
 }
 
-fn io(why: String) -> Failure {
-    Failure {
-        why,
-        refused: false,
-    }
-}
-
 /// Redis refused a stream command: ACL or a key of another type (fatal
 /// before the first success), or a passing state (loading its data, a
 /// slot moving) that a retry outlives.
@@ -418,5 +403,11 @@ fn refused(place: &str, why: String) -> Failure {
     Failure {
         refused: !PASSING.iter().any(|p| why.contains(p)),
         why: format!("{place}: {why}"),
+    }
+}
+
+impl Session for StreamReader {
+    fn once(&mut self, backoff: &mut Backoff) -> impl Future<Output = Result<Infallible, Failure>> {
+        self.session(backoff)
     }
 }

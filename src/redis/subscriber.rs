@@ -9,7 +9,7 @@ use super::connect::{ConnectError, Target};
 use super::on_demand::{Answer, Tracker};
 use super::resp::write::command;
 use super::resp::{Item, PushReader};
-use super::sentinel;
+use super::supervise::{self, Failure, Parts};
 use crate::channels::{Channels, Key, Live};
 use crate::demand::{Demand, Owns};
 use crate::ingest::encode::Rejected;
@@ -20,12 +20,13 @@ use bytes::{Buf, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
 use slog::{debug, info, warn, Logger};
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
-use tokio::time::{sleep, sleep_until};
+use tokio::time::sleep_until;
 
 /// Read buffer size; a larger payload grows it to fit, once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -64,58 +65,17 @@ pub struct Node {
     pub live: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Why a connection ended.
-pub struct Failure {
-    pub why: String,
-    /// Refused credentials or permissions (rather than a network fault).
-    pub refused: bool,
-}
-
-impl Failure {
-    fn io(why: impl Into<String>) -> Failure {
-        Failure {
-            why: why.into(),
-            refused: false,
-        }
-    }
-}
-
 impl Subscriber {
     /// Runs until dropped: connect, subscribe, relay; on failure, back off
-    /// and start again. Returns only after reporting a fatal start-up
-    /// error.
+    /// and start again (see [`supervise::run`]).
     pub async fn run(mut self) {
-        if let Some(s) = self.target.sentinel() {
-            let primaries = self.target.primaries().clone();
-            tokio::spawn(sentinel::watch_switches(
-                s.clone(),
-                primaries,
-                self.log.clone(),
-            ));
-        }
-        let mut backoff = Backoff::new();
-        let mut was_refused = false;
-        loop {
-            let Err(failure) = self.session(&mut backoff).await;
-            self.stats.redis_up.store(false, Relaxed);
-            if failure.refused && backoff.first {
-                if let Some(fatal) = self.fatal.take() {
-                    let _ = fatal.send(failure.why);
-                    return;
-                }
-            }
-            // One line per state change: the first failure after a healthy
-            // spell, or the first refusal, is a warning; the retries that
-            // follow are debug lines.
-            let changed = backoff.is_reset() || failure.refused != was_refused;
-            was_refused = failure.refused;
-            if changed {
-                warn!(self.log, "[redis] {}; reconnecting", failure.why);
-            } else {
-                debug!(self.log, "[redis] {}; retrying", failure.why);
-            }
-            sleep(backoff.next_delay()).await;
-        }
+        let parts = Parts {
+            target: self.target.clone(),
+            log: self.log.clone(),
+            stats: self.stats.clone(),
+            fatal: self.fatal.take(),
+        };
+        supervise::run(self, parts).await
     }
 
     /// One connection, from connect to failure. Resets `backoff` once
@@ -465,6 +425,12 @@ fn commands(keys: &[&Key], names_verb: &[u8], patterns_verb: &[u8]) -> Vec<Vec<u
         }
     }
     out
+}
+
+impl supervise::Session for Subscriber {
+    fn once(&mut self, backoff: &mut Backoff) -> impl Future<Output = Result<Infallible, Failure>> {
+        self.session(backoff)
+    }
 }
 
 #[cfg(test)]

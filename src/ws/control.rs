@@ -103,6 +103,13 @@ pub fn refreshed(exp: Option<u64>) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "refreshed": exp })).unwrap_or_default()
 }
 
+/// `{"channel":…,"recovered":true|false}`: the end of a replay, or a gap.
+pub fn recovered(channel: &[u8], whole: bool) -> Vec<u8> {
+    let channel = String::from_utf8_lossy(channel);
+    let answer = serde_json::json!({ "channel": channel, "recovered": whole });
+    serde_json::to_vec(&answer).unwrap_or_default()
+}
+
 /// `{"error":"…","channels":[…]}`: a request refused, nothing changed.
 pub fn refused(why: &str, names: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "error": why, "channels": names })).unwrap_or_default()
@@ -171,5 +178,10 @@ mod tests {
         assert_eq!(v, serde_json::json!({"subscribed": ["a\"b"]}));
         let v: Value = serde_json::from_slice(&refused("not relayed here", &names)).unwrap();
         assert_eq!(v["channels"][0], "a\"b");
+        let v: Value = serde_json::from_slice(&recovered(b"n\"s", false)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"channel": "n\"s", "recovered": false})
+        );
     }
 }

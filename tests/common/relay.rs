@@ -406,3 +406,19 @@ impl RawWs {
         }
     }
 }
+
+/// A `pubsocketd.v1` client: tokio-tungstenite offering the subprotocol.
+pub async fn connect_v1(url: &str) -> Ws {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "pubsocketd.v1".parse().unwrap());
+    let host = req.uri().authority().unwrap().to_string();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    tokio_tungstenite::client_async(req, tcp).await.unwrap().0
+}
+
+/// The next data message, as JSON (a v1 envelope or answer).
+pub async fn next_json(ws: &mut Ws, timeout: Duration) -> serde_json::Value {
+    let m = next_data(ws, timeout).await;
+    serde_json::from_str(m.to_text().unwrap()).unwrap()
+}
