@@ -41,8 +41,14 @@
 #                        with a token in its URL (needs python3 with PyJWT
 #                        and cryptography, as the tests do); history is
 #                        pubsocketd with -history 1000 (IDs, envelopes and
-#                        kept frames for every message)
+#                        kept frames for every message); pubsocketd-sse is
+#                        pubsocketd as run for pubsocketd, read over
+#                        Server-Sent Events (the clients use --transport sse
+#                        and GET /events), so KINDS="pubsocketd pubsocketd-sse"
+#                        gives the SSE/WebSocket ratio of each figure
 #   OUT_DIR=target/loadtest-compare-<time>      where results and logs go
+#   CARGO_TARGET_DIR     where the binaries are (and are built), as for cargo
+#                        (default: target/ in the repository)
 #   SERVER_CORE=0 LOAD_CORE=1                   cores for the relay / Redis + load
 #   NO_BUILD=1           skip `cargo build --release`
 #   NICE=10              niceness of the load generator and Redis (0: none)
@@ -57,8 +63,10 @@ KINDS="${KINDS:-floor pubsocketd}"
 SERVER_CORE="${SERVER_CORE:-0}"
 LOAD_CORE="${LOAD_CORE:-1}"
 NICE="${NICE:-10}"
-OUT_DIR="${OUT_DIR:-$ROOT/target/loadtest-compare-$(date +%Y%m%d-%H%M%S)}"
-BIN="$ROOT/target/release"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+OUT_DIR="${OUT_DIR:-$TARGET_DIR/loadtest-compare-$(date +%Y%m%d-%H%M%S)}"
+BIN="$TARGET_DIR/release"
 mkdir -p "$OUT_DIR"
 RESULTS="$OUT_DIR/results.jsonl"
 : > "$RESULTS"
@@ -100,11 +108,21 @@ case " $KINDS " in
         ;;
 esac
 
-# kind -> the query string of the clients' URL (their token)
+# kind -> the path and query string of the clients' URL (after the port's
+# "/"): the event streams' route, or a token
 kind_query() {
     case "$1" in
         auth-hs256) echo "?token=$HS_TOKEN" ;;
         auth-es256) echo "?token=$ES_TOKEN" ;;
+        pubsocketd-sse) echo "events" ;;
+    esac
+}
+
+# kind -> how its clients read, when not over WebSockets (load generator
+# arguments)
+kind_transport() {
+    case "$1" in
+        pubsocketd-sse) echo "--transport sse" ;;
     esac
 }
 
@@ -159,6 +177,7 @@ start_server() { # kind, port, log, scenario -> sets SERVER_PID
         pubsocketd | pubsocketd-* | baseline | auth-* | history)
             local io=() bin="$BIN/pubsocketd"
             case "$kind" in
+                pubsocketd-sse) ;;
                 pubsocketd-*) io=(-io "${kind#pubsocketd-}") ;;
                 baseline) bin="${BASELINE_BIN:?baseline needs BASELINE_BIN}" ;;
                 auth-hs256) io=(-auth jwt -auth-jwt-secret "$AUTH_SECRET") ;;
@@ -187,8 +206,8 @@ for scenario in $SCENARIOS; do
                 { echo "run-compare: $kind did not start, see $OUT_DIR/$tag.server.log" >&2; exit 1; }
             # The relay must be subscribed before publishing; the load
             # generator waits for it (PUBSUB NUMSUB) up to 5 s.
-            # shellcheck disable=SC2086
-            taskset -c "$LOAD_CORE" "${nice_cmd[@]}" "$BIN/pubsocketd-loadtest" $args \
+            # shellcheck disable=SC2086,SC2046
+            taskset -c "$LOAD_CORE" "${nice_cmd[@]}" "$BIN/pubsocketd-loadtest" $args $(kind_transport "$kind") \
                 --url "ws://127.0.0.1:$port/$(kind_query "$kind")" --redis "127.0.0.1:$RP" \
                 --server-pid "$SERVER_PID" --label "$scenario/$kind" --json \
                 --svg "$OUT_DIR/$tag.svg" \

@@ -8,8 +8,8 @@ use argh::FromArgs;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 #[derive(FromArgs)]
-/// Fan-out load generator for pubsocketd: opens N WebSocket clients on
-/// loopback, publishes stamped messages to Redis at a fixed rate, and
+/// Fan-out load generator for pubsocketd: opens N WebSocket (or
+/// Server-Sent Events) clients on loopback, publishes stamped messages to Redis at a fixed rate, and
 /// measures deliveries, loss, per-client ordering, latency, and the relay's
 /// CPU time and memory.
 #[argh(
@@ -24,6 +24,12 @@ pub struct Args {
     /// relay URL, ws:// on a loopback address (default ws://127.0.0.1:8080/)
     #[argh(option, default = "String::from(\"ws://127.0.0.1:8080/\")")]
     pub url: String,
+    /// ws (default) or sse: how the clients read. sse makes each client
+    /// GET the URL's path and query with Accept: text/event-stream (the
+    /// path is used as it is: pubsocketd's event streams are on /events)
+    /// and count each event's data as a message
+    #[argh(option, default = "String::from(\"ws\")")]
+    pub transport: String,
     /// value of the Origin header to send (default none)
     #[argh(option)]
     pub origin: Option<String>,
@@ -36,7 +42,7 @@ pub struct Args {
     /// (default x)
     #[argh(option, default = "String::from(\"x\")")]
     pub pad: String,
-    /// number of WebSocket clients to open (default 1000)
+    /// number of clients to open (default 1000)
     #[argh(option, default = "1000")]
     pub clients: usize,
     /// source addresses, comma-separated, all in 127.0.0.0/8 (default: from --source-count)
@@ -145,6 +151,34 @@ impl Mode {
     }
 }
 
+/// How the clients talk to the relay. Both count the same messages the
+/// same way; only the protocol around them differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket upgrade, then frames.
+    Ws,
+    /// A `GET` answered with `text/event-stream`, then events.
+    Sse,
+}
+
+impl Transport {
+    pub fn parse(t: &str) -> Result<Transport, String> {
+        match t {
+            "ws" => Ok(Transport::Ws),
+            "sse" => Ok(Transport::Sse),
+            t => Err(format!("unknown --transport {t:?} (ws or sse)")),
+        }
+    }
+
+    /// The spelling `--transport` takes, for the table and the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
 /// The flags as addresses and numbers, checked once, so that the run
 /// never meets a malformed value half-way through.
 pub(crate) struct Plan {
@@ -152,6 +186,7 @@ pub(crate) struct Plan {
     /// The Host header: the authority as written, not as resolved.
     pub(crate) host: String,
     pub(crate) target: String,
+    pub(crate) transport: Transport,
     pub(crate) redis: SocketAddr,
     pub(crate) sources: Vec<Ipv4Addr>,
     /// One rate per step: `--rates` for a ramp, else `--rate` alone.
@@ -163,6 +198,10 @@ impl Args {
     /// with several mistakes still reports the same one first.
     pub(crate) fn plan(&self, mode: Mode) -> Result<Plan, String> {
         let (server, host, target) = parse_url(&self.url)?;
+        let transport = Transport::parse(&self.transport)?;
+        if transport == Transport::Sse && self.deflate {
+            return Err("--deflate is a WebSocket extension: not with --transport sse".into());
+        }
         let redis = loopback_addr(&self.redis, 6379).map_err(|e| format!("--redis: {e}"))?;
         let sources = self.sources()?;
         let rates = match mode {
@@ -189,6 +228,7 @@ impl Args {
             server,
             host,
             target,
+            transport,
             redis,
             sources,
             rates,
@@ -319,6 +359,17 @@ mod tests {
             .unwrap_err()
             .contains("loopback"));
         assert!(parse_url("ws://127.0.0.1:x/").is_err());
+    }
+
+    #[test]
+    fn transport_is_ws_or_sse() {
+        assert_eq!(Transport::parse("ws"), Ok(Transport::Ws));
+        assert_eq!(Transport::parse("sse").map(Transport::name), Ok("sse"));
+        assert!(Transport::parse("SSE").unwrap_err().contains("ws or sse"));
+        let mut a: Args = argh::FromArgs::from_args(&["t"], &["--transport", "sse"]).unwrap();
+        assert_eq!(a.plan(Mode::Fanout).unwrap().transport, Transport::Sse);
+        a.deflate = true;
+        assert!(a.plan(Mode::Fanout).is_err_and(|e| e.contains("--deflate")));
     }
 
     #[test]

@@ -135,6 +135,11 @@ pub enum End {
     BadUtf8,
     /// A compressed message that does not inflate.
     BadDeflate,
+    /// An event stream's bytes without the end of an event, past
+    /// [`MAX_MESSAGE`].
+    EventTooLarge(usize),
+    /// An event whose data is not UTF-8 (the stream is UTF-8 text).
+    EventNotUtf8,
 }
 
 impl std::fmt::Display for End {
@@ -145,6 +150,8 @@ impl std::fmt::Display for End {
             End::Protocol(e) => write!(f, "protocol error: {e}"),
             End::BadUtf8 => write!(f, "protocol error: text frame not UTF-8"),
             End::BadDeflate => write!(f, "protocol error: message does not inflate"),
+            End::EventTooLarge(n) => write!(f, "protocol error: {n} bytes without an event's end"),
+            End::EventNotUtf8 => write!(f, "protocol error: event data not UTF-8"),
         }
     }
 }
@@ -263,7 +270,7 @@ fn complete(
     if opcode == wsframe::OP_TEXT && std::str::from_utf8(bytes).is_err() {
         return Some(End::BadUtf8);
     }
-    message_in(bytes, now_ns, run, st, sink);
+    message_in(bytes, now_ns, run, &mut st.last_seq, sink);
     None
 }
 
@@ -275,19 +282,21 @@ fn ended(consumed: usize, end: End) -> Processed {
     }
 }
 
-/// One complete message.
-fn message_in(bytes: &[u8], now_ns: u64, run: u64, st: &mut ConnState, sink: &mut Sink) {
+/// One complete message, of either transport: `last_seq` is the highest
+/// sequence number its connection has seen, so that WebSocket messages
+/// and events are held to the same ordering and gap rules.
+pub(crate) fn message_in(bytes: &[u8], now_ns: u64, run: u64, last_seq: &mut u64, sink: &mut Sink) {
     let Some(s) = payload::decode(bytes).filter(|s| s.run == run) else {
         sink.foreign += 1;
         return;
     };
-    if s.seq <= st.last_seq {
+    if s.seq <= *last_seq {
         sink.order_violations += 1;
     } else {
-        if st.last_seq != 0 {
-            sink.gaps += s.seq - st.last_seq - 1;
+        if *last_seq != 0 {
+            sink.gaps += s.seq - *last_seq - 1;
         }
-        st.last_seq = s.seq;
+        *last_seq = s.seq;
     }
     let latency_us = now_ns.saturating_sub(s.t_ns) / 1000;
     sink.latencies.push((s.step, latency_us));

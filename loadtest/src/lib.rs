@@ -6,10 +6,11 @@
 //! checks) → `run` (limits, runtime, outputs) → `coordinate` (connect,
 //! idle hold or publishing steps, settle, collect). The coordinator drives
 //! `client` (the client threads and sockets; `conn` what a client does
-//! with the bytes it reads, `wsframe` the protocol), `publisher` (PUBLISH
-//! at a rate; `payload` the stamped messages), `shared` (what the client
-//! threads count), `monitor` (the live line) and `cpu` (over `procfs`).
-//! Its figures go to `report` (and the JSON line), `table` and `svg`.
+//! with the bytes it reads, `wsframe` the WebSocket protocol, `sse` the
+//! event-stream one), `publisher` (PUBLISH at a rate; `payload` the
+//! stamped messages), `shared` (what the client threads count),
+//! `monitor` (the live line) and `cpu` (over `procfs`). Its figures go
+//! to `report` (and the JSON line), `table` and `svg`.
 //! `summary` compares the JSON lines of several runs. `chaos` is the
 //! fault-injection run of the `chaos` binary (and of tests/chaos.rs).
 
@@ -26,6 +27,7 @@ pub mod publisher;
 mod report;
 pub mod run;
 pub mod shared;
+pub mod sse;
 pub mod summary;
 pub mod svg;
 mod table;

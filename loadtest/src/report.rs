@@ -270,6 +270,7 @@ impl Report {
             "label": a.label,
             "run": run_id,
             "url": a.url,
+            "transport": a.transport,
             "clients": a.clients,
             "rate": a.rate,
             "size": a.size,

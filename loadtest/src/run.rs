@@ -40,6 +40,7 @@ pub fn run(a: &Args, mode: Mode) -> Result<i32, String> {
         server: plan.server,
         host: plan.host,
         target: plan.target,
+        transport: plan.transport,
         spread: (a.spread > 0).then(|| (a.channel.clone(), a.spread, a.spread_from)),
         origin: a.origin.clone(),
         deflate: a.deflate,

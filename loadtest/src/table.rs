@@ -9,9 +9,14 @@ use crate::report::{ConnectReport, IdleReport, Report, StepReport};
 pub(crate) fn print_table(a: &Args, mode: Mode, r: &Report) {
     println!();
     println!(
-        "pubsocketd-loadtest {} {}{}",
+        "pubsocketd-loadtest {} {}{}{}",
         mode.name(),
         a.url,
+        if a.transport == "ws" {
+            ""
+        } else {
+            " (event stream)"
+        },
         a.label
             .as_deref()
             .map_or(String::new(), |l| format!(" [{l}]"))
