@@ -137,7 +137,8 @@ pub fn check_response(buf: &[u8]) -> Result<Option<usize>, Refused> {
 /// a CR that is the last byte of `buf` (an LF may still follow). `None`
 /// when the line has no terminator yet.
 fn line_at(buf: &[u8], from: usize) -> Option<(usize, usize, bool)> {
-    let eol = from + buf[from..].iter().position(|&b| b == b'\r' || b == b'\n')?;
+    // memchr: most of an event is its data line, searched once per event.
+    let eol = from + memchr::memchr2(b'\r', b'\n', &buf[from..])?;
     Some(match (buf[eol], buf.get(eol + 1)) {
         (b'\r', Some(b'\n')) => (eol, eol + 2, false),
         (b'\r', None) => (eol, eol + 1, true),
@@ -185,6 +186,8 @@ enum Data<'a> {
 /// What one event (its lines up to the blank one) said.
 #[derive(Debug, PartialEq, Eq)]
 struct Event<'a> {
+    /// Bytes it took, its blank line included.
+    len: usize,
     data: Data<'a>,
     /// `: ping` comments.
     pings: u64,
@@ -205,44 +208,72 @@ fn field(line: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Reads the fields of the complete event `block` (it ends with its blank
-/// line). `id:`, `event:` and `retry:` change nothing the tool measures,
-/// and unknown fields are ignored, as the standard says.
-fn read_event<'a>(block: &'a [u8], joined: &mut Vec<u8>) -> Event<'a> {
+/// Reads the event at the front of `buf` line by line, in the same pass
+/// that looks for its end: `Ok` once a blank line ends it, `Err(from)`
+/// when `buf` ends first (as [`event_end`]; the data read so far is
+/// dropped and read again with the rest). `id:`, `event:` and `retry:`
+/// change nothing the tool measures, and unknown fields are ignored, as
+/// the standard says.
+fn read_event<'a>(buf: &'a [u8], joined: &mut Vec<u8>) -> Result<Event<'a>, usize> {
     let mut ev = Event {
+        len: 0,
         data: Data::None,
         pings: 0,
         word: None,
     };
     let mut from = 0;
-    while let Some((eol, next, _)) = line_at(block, from) {
-        let line = &block[from..eol];
+    loop {
+        let Some((eol, next, cr_last)) = line_at(buf, from) else {
+            return Err(from);
+        };
+        let line = &buf[from..eol];
+        if line.is_empty() {
+            ev.len = next;
+            return Ok(ev);
+        }
+        if cr_last {
+            return Err(from);
+        }
         from = next;
         match field(line) {
-            (b"", _) if line.is_empty() => break,
             (b"", b"ping") => ev.pings += 1,
             (b"", text) => ev.word = Some(text),
-            (b"data", value) => {
-                ev.data = match ev.data {
-                    Data::None => Data::One(value),
-                    Data::One(first) => {
-                        joined.clear();
-                        joined.extend_from_slice(first);
-                        joined.push(b'\n');
-                        joined.extend_from_slice(value);
-                        Data::Joined
-                    }
-                    Data::Joined => {
-                        joined.push(b'\n');
-                        joined.extend_from_slice(value);
-                        Data::Joined
-                    }
-                }
-            }
+            (b"data", value) => ev.data = add_data(ev.data, value, joined),
             _ => {}
         }
     }
-    ev
+}
+
+/// The data after one more `data:` line: the first is kept where it
+/// lies, a second one starts joining (with LF) into `joined`.
+fn add_data<'a>(data: Data<'a>, value: &'a [u8], joined: &mut Vec<u8>) -> Data<'a> {
+    match data {
+        Data::None => Data::One(value),
+        Data::One(first) => {
+            joined.clear();
+            joined.extend_from_slice(first);
+            joined.push(b'\n');
+            joined.extend_from_slice(value);
+            Data::Joined
+        }
+        Data::Joined => {
+            joined.push(b'\n');
+            joined.extend_from_slice(value);
+            Data::Joined
+        }
+    }
+}
+
+/// The next complete event at the front of `rest`, or where to search
+/// from next time. One pass for an event that came whole; an event that
+/// an earlier read cut is first searched for its end from where that
+/// search stopped, so a long event cut by many reads is not read again
+/// from its start after each of them.
+fn next_event<'a>(rest: &'a [u8], st: &SseState, joined: &mut Vec<u8>) -> Result<Event<'a>, usize> {
+    if st.scanned > 0 {
+        event_end(rest, st.scanned.min(rest.len()))?;
+    }
+    read_event(rest, joined)
 }
 
 /// Handles every complete event at the front of `buf`, read at `now_ns`
@@ -268,8 +299,8 @@ pub fn process(
     }
     loop {
         let rest = &buf[at..];
-        let len = match event_end(rest, st.scanned.min(rest.len())) {
-            Ok(end) => end,
+        let ev = match next_event(rest, st, joined) {
+            Ok(ev) => ev,
             Err(_) if rest.len() > MAX_MESSAGE => {
                 return Processed {
                     consumed: at,
@@ -283,9 +314,8 @@ pub fn process(
             }
         };
         st.scanned = 0;
-        let ev = read_event(&rest[..len], joined);
-        at += len;
-        sink.bytes += len as u64;
+        at += ev.len;
+        sink.bytes += ev.len as u64;
         sink.pings += ev.pings;
         if let Some(w) = ev.word {
             st.last_word = Some(String::from_utf8_lossy(w).into());
@@ -384,13 +414,13 @@ mod tests {
         let mut out = Vec::new();
         let mut joined = Vec::new();
         let mut at = 0;
-        while let Ok(len) = event_end(&whole[at..], 0) {
-            match read_event(&whole[at..at + len], &mut joined).data {
+        while let Ok(ev) = read_event(&whole[at..], &mut joined) {
+            match ev.data {
                 Data::None => {}
                 Data::One(v) => out.push(v.to_vec()),
                 Data::Joined => out.push(joined.clone()),
             }
-            at += len;
+            at += ev.len;
         }
         out
     }
