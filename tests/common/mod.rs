@@ -3,3 +3,4 @@ pub mod certs;
 pub mod jwt;
 pub mod redis;
 pub mod relay;
+pub mod sse;
