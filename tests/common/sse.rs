@@ -83,6 +83,11 @@ pub struct Sse {
     pub status: u16,
     buf: Vec<u8>,
     eof: bool,
+    /// Under `Transfer-Encoding: chunked` (nginx to an HTTP/1.1 client):
+    /// the bytes not yet decoded.
+    chunked: Option<Vec<u8>>,
+    /// Whether a chunked body ended with its last chunk (not a cut).
+    pub complete: bool,
 }
 
 /// `GET path` with `Accept: text/event-stream` and `headers` (lines, each
@@ -134,6 +139,8 @@ impl Sse {
             status: 0,
             buf: Vec::new(),
             eof: false,
+            chunked: None,
+            complete: false,
         };
         let end = loop {
             if let Some(i) = s.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -153,7 +160,50 @@ impl Sse {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or_else(|| panic!("no status in {:?}", s.head));
+        let te = s.header("Transfer-Encoding").unwrap_or_default();
+        if te.eq_ignore_ascii_case("chunked") {
+            s.chunked = Some(std::mem::take(&mut s.buf));
+            s.dechunk();
+        }
         s
+    }
+
+    /// Moves the complete chunks into `buf`; the last chunk ends the
+    /// stream. Panics on a malformed chunk.
+    fn dechunk(&mut self) {
+        let Some(raw) = self.chunked.as_mut() else {
+            return;
+        };
+        while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+            let line = std::str::from_utf8(&raw[..eol]).expect("a chunk size");
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16)
+                .unwrap_or_else(|_| panic!("a chunk size: {line:?}"));
+            if size == 0 {
+                self.complete = true;
+                self.eof = true;
+                raw.clear();
+                return;
+            }
+            let end = eol + 2 + size;
+            if raw.len() < end + 2 {
+                return;
+            }
+            assert_eq!(&raw[end..end + 2], b"\r\n", "a chunk's end");
+            self.buf.extend_from_slice(&raw[eol + 2..end]);
+            raw.drain(..end + 2);
+        }
+    }
+
+    /// Takes bytes read from the source.
+    fn take(&mut self, bytes: &[u8]) {
+        match self.chunked.as_mut() {
+            Some(raw) => {
+                raw.extend_from_slice(bytes);
+                self.dechunk();
+            }
+            None => self.buf.extend_from_slice(bytes),
+        }
     }
 
     /// The value of a response header (the first one of that name).
@@ -165,26 +215,28 @@ impl Sse {
     /// timeout, true otherwise (EOF sets `eof`).
     fn fill(&mut self, timeout: Duration) -> bool {
         let timeout = timeout.max(Duration::from_millis(1));
-        match &mut self.source {
+        let bytes = match &mut self.source {
             Source::Tcp(sock) => {
                 let mut chunk = [0u8; 16384];
                 sock.set_read_timeout(Some(timeout)).unwrap();
                 match sock.read(&mut chunk) {
-                    Ok(0) => self.eof = true,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Ok(n) => chunk[..n].to_vec(),
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                         return false
                     }
-                    Err(e) if e.kind() == ErrorKind::ConnectionReset => self.eof = true,
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => Vec::new(),
                     Err(e) => panic!("reading the stream: {e}"),
                 }
             }
             Source::Pipe(rx) => match rx.recv_timeout(timeout) {
-                Ok(chunk) if chunk.is_empty() => self.eof = true,
-                Ok(chunk) => self.buf.extend_from_slice(&chunk),
+                Ok(chunk) => chunk,
                 Err(RecvTimeoutError::Timeout) => return false,
-                Err(RecvTimeoutError::Disconnected) => self.eof = true,
+                Err(RecvTimeoutError::Disconnected) => Vec::new(),
             },
+        };
+        match bytes.is_empty() {
+            true => self.eof = true,
+            false => self.take(&bytes),
         }
         true
     }
@@ -273,8 +325,8 @@ impl Sse {
     }
 }
 
-/// Publishes `probe-1`, `probe-2`… on `channel` every 100 ms until one
-/// reaches the client (`next` reads what it got, waiting at most the given
+/// Publishes `probe-C-1`, `probe-C-2`… (C counts the calls) on `channel`
+/// every 100 ms until a probe reaches the client (`next` reads what it got, waiting at most the given
 /// time; `data` is an item's data), then reads up to the last probe
 /// published: from then on the client receives what is published (the
 /// relay delivers in order), and no probe is left unread. Returns what was
@@ -285,13 +337,15 @@ pub fn probe<E: std::fmt::Debug>(
     mut next: impl FnMut(Duration) -> Option<E>,
     data: impl Fn(&E) -> Option<&str>,
 ) -> Vec<E> {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let deadline = Instant::now() + PATIENCE;
     let mut sent = 0;
     let mut got: Vec<E> = Vec::new();
     'publish: loop {
         assert!(Instant::now() < deadline, "no probe arrived: {got:?}");
         sent += 1;
-        redis.publish(channel, format!("probe-{sent}").as_bytes());
+        redis.publish(channel, format!("probe-{call}-{sent}").as_bytes());
         let wait = Instant::now() + Duration::from_millis(100);
         while let Some(e) = next(wait.saturating_duration_since(Instant::now())) {
             let probe = data(&e).is_some_and(|d| d.starts_with("probe-"));
@@ -301,7 +355,7 @@ pub fn probe<E: std::fmt::Debug>(
             }
         }
     }
-    let last = format!("probe-{sent}");
+    let last = format!("probe-{call}-{sent}");
     let deadline = Instant::now() + PATIENCE;
     while got.last().and_then(&data) != Some(last.as_str()) {
         assert!(Instant::now() < deadline, "{last} never came: {got:?}");
