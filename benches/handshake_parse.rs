@@ -9,6 +9,12 @@ use pubsocketd::ws::handshake;
 use pubsocketd::ws::origin::{Origin, OriginPolicy};
 use std::hint::black_box;
 
+/// The routes parsed against.
+const ROUTES: handshake::Routes = handshake::Routes {
+    ws: "/ws",
+    sse: "/ws/events",
+};
+
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 /// What Chrome sends (behind a proxy that adds X-Real-IP and
@@ -55,7 +61,7 @@ fn policy() -> OriginPolicy {
 fn handshake(c: &mut Criterion) {
     let raw = chrome_request();
     let origins = policy();
-    let ok = handshake::parse(raw.as_bytes(), "/ws", &origins)
+    let ok = handshake::parse(raw.as_bytes(), ROUTES, &origins)
         .expect("accepted")
         .expect("complete");
     assert_eq!(ok.consumed, raw.len());
@@ -64,7 +70,7 @@ fn handshake(c: &mut Criterion) {
     let mut g = c.benchmark_group("handshake_parse");
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse_chrome_3_origins", |b| {
-        b.iter(|| handshake::parse(black_box(raw.as_bytes()), "/ws", &origins))
+        b.iter(|| handshake::parse(black_box(raw.as_bytes()), ROUTES, &origins))
     });
     g.bench_function("accept_key", |b| {
         b.iter(|| handshake::accept_key(black_box(KEY.as_bytes())))

@@ -17,7 +17,8 @@
 //! - [`fanout`]: the hub, the worker threads, accepting and upgrading
 //!   clients, each client's queue, the io_uring send batch.
 //! - [`ws`]: the WebSocket protocol: handshake, origins, frames in and out,
-//!   permessage-deflate.
+//!   permessage-deflate. [`sse`]: Server-Sent Events on the same listener
+//!   (the handshake tells them apart): the event of a message, the opening.
 //! - [`net`]: listeners, the shared accept loop, the side endpoints' HTTP,
 //!   TLS. [`ops`]: flags, configuration, secrets, logs, counters, metrics.
 //! - [`channels`]: the configured channels and patterns and what each
@@ -37,4 +38,5 @@ pub mod net;
 pub mod ops;
 pub mod redis;
 pub mod server;
+pub mod sse;
 pub mod ws;

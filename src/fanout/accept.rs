@@ -7,21 +7,25 @@ use super::authorize;
 use super::conn::{self, Conn, TcpReader, TcpWriter};
 use super::context::Context;
 use super::control;
+use super::hub::Form;
 use super::older::Older;
 use super::resume::{self, Asked};
 use super::worker::Worker;
 use crate::auth::verify::Grant;
-use crate::channels::Selection;
-use crate::history::since;
+use crate::channels::{Channels, Selection};
+use crate::history::id::Id;
+use crate::history::since::{self, Point, Resume};
 use crate::net::client_ip::Claimed;
 use crate::net::http;
+use crate::sse::head;
 use crate::ws::decode::Violation;
 use crate::ws::deflate;
 use crate::ws::handshake::{self, Protocol, Refusal};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use slog::{debug, info};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -56,8 +60,7 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
                 up.peer,
                 up.selection,
             )
-            .with_deflate(up.deflate)
-            .with_v1(up.v1)
+            .with_form(up.form)
             .with_grant(up.grant);
             let c = Rc::new(c);
             let buf = up.buf;
@@ -65,8 +68,8 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
             // A task of its own: its future holds only what a live client
             // needs, not the handshake's (the task sized for the handshake
             // ends here and frees its memory).
-            let older = w.older_for(&up.resume, up.v1).await;
-            join(&w, &c, up.resume, older);
+            let older = w.older_for(&up.resume, up.form).await;
+            join(&w, &c, up.resume, older, up.around);
             tokio::task::spawn_local(attach(w, c, reader, TcpWriter(stream), buf));
         }
         Some(acceptor) => {
@@ -80,12 +83,11 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
             };
             let (reader, writer) = tokio::io::split(tls);
             let c = Conn::new(None, ctx.cfg.queue_bytes, up.peer, up.selection)
-                .with_deflate(up.deflate)
-                .with_v1(up.v1)
+                .with_form(up.form)
                 .with_grant(up.grant);
             let c = Rc::new(c);
-            let older = w.older_for(&up.resume, up.v1).await;
-            join(&w, &c, up.resume, older);
+            let older = w.older_for(&up.resume, up.form).await;
+            join(&w, &c, up.resume, older, up.around);
             tokio::task::spawn_local(attach(w, c, reader, writer, up.buf));
         }
     }
@@ -94,11 +96,15 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, w: Rc<Worker>) {
 /// Registers an upgraded client with the worker, and replays what its
 /// `since` asked for, in one step (no batch comes in between). Done before
 /// the client's task is spawned, so that the task's future (one per client,
-/// for its whole life) holds nothing of it.
-fn join(w: &Worker, c: &Rc<Conn>, asked: Asked, older: Vec<Older>) {
+/// for its whole life) holds nothing of it. `around`: an event stream's
+/// `Last-Event-ID`, which also places its other channels.
+fn join(w: &Worker, c: &Rc<Conn>, asked: Asked, older: Vec<Older>, around: Option<(Bytes, Id)>) {
     w.add(c.clone());
     if !asked.is_empty() {
         w.resume(c, &asked, older);
+    }
+    if let Some((channel, id)) = around {
+        w.resume_around(c, &channel, id);
     }
 }
 
@@ -152,14 +158,14 @@ struct Upgraded {
     buf: BytesMut,
     /// What it chose to receive.
     selection: Option<Box<Selection>>,
-    /// permessage-deflate agreed.
-    deflate: bool,
-    /// `pubsocketd.v1` agreed.
-    v1: bool,
+    /// What it takes of each message (deflate, `pubsocketd.v1`, events).
+    form: Form,
     /// What its token grants (`-auth`).
     grant: Option<Box<Grant>>,
     /// What its `since` asked to replay.
     resume: Asked,
+    /// An event stream's `Last-Event-ID` (see [`join`]).
+    around: Option<(Bytes, Id)>,
 }
 
 /// `[client][peer address]` for log lines: the client's address when a
@@ -210,33 +216,33 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Admitted {
             acc,
             selection,
-            deflate,
+            form,
             grant,
             resume,
+            around,
         }) => {
             let peer = peer_label(&acc.claimed, addr, ctx);
-            let ext = deflate.then_some(deflate::RESPONSE);
-            let response = handshake::switching_protocols(&acc.accept, ext, acc.protocol);
-            let v1 = acc.protocol == Protocol::V1;
+            let response = answer(&acc, form, ctx);
             let written = timeout_at(deadline, stream.write_all(&response)).await;
             if !matches!(written, Ok(Ok(()))) {
                 ctx.stats.closed();
-                ctx.account(selection.as_deref(), deflate, v1, false);
+                ctx.account(selection.as_deref(), form, false);
                 return None;
             }
+            let how = if form.is_event() { " (events)" } else { "" };
             match grant.as_ref().and_then(|g| g.sub.as_ref()) {
-                Some(sub) => info!(ctx.log, "{peer}[connect] OK sub={sub:?}"),
-                None => info!(ctx.log, "{peer}[connect] OK"),
+                Some(sub) => info!(ctx.log, "{peer}[connect] OK{how} sub={sub:?}"),
+                None => info!(ctx.log, "{peer}[connect] OK{how}"),
             }
             let buf = BytesMut::from(&buf[acc.consumed..filled]);
             Some(Upgraded {
                 peer,
                 buf,
                 selection,
-                deflate,
-                v1,
+                form,
                 grant,
                 resume,
+                around,
             })
         }
         Err(refusal) => {
@@ -252,6 +258,21 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// What opens the connection: the 101 of an upgrade, or the `200` of an
+/// event stream (with CORS for an allowed origin).
+fn answer(acc: &handshake::Accepted, form: Form, ctx: &Context) -> Vec<u8> {
+    if form.is_event() {
+        ctx.stats.sse_accepted.fetch_add(1, Relaxed);
+        let cors = head::Cors {
+            origin: acc.origin.as_deref(),
+            credentials: ctx.cfg.auth.as_ref().is_some_and(|a| a.cookie.is_some()),
+        };
+        return head::opening(cors, ctx.cfg.sse_retry);
+    }
+    let ext = form.deflate().then_some(deflate::RESPONSE);
+    handshake::switching_protocols(&acc.accept, ext, acc.protocol)
+}
+
 /// Reads until the request head parses (or fails to); `None` at EOF.
 async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
@@ -265,7 +286,11 @@ async fn read_request<S: AsyncRead + Unpin>(
             return None;
         }
         *filled += n;
-        match handshake::parse(&buf[..*filled], &ctx.cfg.route, &ctx.cfg.origins) {
+        let routes = handshake::Routes {
+            ws: &ctx.cfg.route,
+            sse: &ctx.cfg.sse_route,
+        };
+        match handshake::parse(&buf[..*filled], routes, &ctx.cfg.origins) {
             Ok(None) => continue,
             Ok(Some(acc)) => return Some(Ok(acc)),
             Err(refusal) => return Some(Err(refusal)),
@@ -277,9 +302,10 @@ async fn read_request<S: AsyncRead + Unpin>(
 struct Admitted {
     acc: handshake::Accepted,
     selection: Option<Box<Selection>>,
-    deflate: bool,
+    form: Form,
     grant: Option<Box<Grant>>,
     resume: Asked,
+    around: Option<(Bytes, Id)>,
 }
 
 /// Under `-rs-on-demand`, waits (within the handshake's deadline) until
@@ -300,8 +326,7 @@ async fn confirmed(
         return Ok(admitted);
     }
     ctx.stats.closed();
-    let v1 = a.acc.protocol == Protocol::V1;
-    ctx.account(a.selection.as_deref(), a.deflate, v1, false);
+    ctx.account(a.selection.as_deref(), a.form, false);
     let why = "Redis did not confirm the subscription within -ws-handshake-timeout";
     Err(Refusal {
         claimed: a.acc.claimed.clone(),
@@ -337,9 +362,16 @@ async fn admit(
             .map_err(|why| refuse(403, why))?,
     }
     .map(Box::new);
-    let resume = since::from_query(&acc.query, ctx.cfg.max_channels)
+    let form = form_of(&acc, ctx, &channels, selection.as_deref());
+    let resume = resumes(&acc, ctx)
         .and_then(|asked| resume::resolve(&channels, selection.as_deref(), asked))
         .map_err(|why| refuse(400, why))?;
+    let around = match (form, resume.first()) {
+        (Form::NamedEvent, Some((channel, Point::After(id)))) if acc.sse.is_some() => {
+            Some((channel.clone(), *id))
+        }
+        _ => None,
+    };
     if !ctx.stats.try_open(ctx.cfg.max_connections) {
         let why = format!(
             "at capacity: -ws-max-connections is {}",
@@ -349,14 +381,45 @@ async fn admit(
     }
     // Counted before the 101 goes out, so that a publish the client could
     // see is never reported as reaching nobody (nor left uncompressed).
-    let deflate = ctx.cfg.deflate.is_some() && acc.deflate_offered;
-    let v1 = acc.protocol == Protocol::V1;
-    ctx.account(selection.as_deref(), deflate, v1, true);
+    ctx.account(selection.as_deref(), form, true);
     Ok(Admitted {
         acc,
         selection,
-        deflate,
+        form,
         grant: grant.map(Box::new),
         resume,
+        around,
     })
+}
+
+/// What the client takes of each message. An event stream of one named
+/// channel gets unnamed events (the default `message` of `EventSource`);
+/// any other, or any under `-ws-envelope`, events named after their
+/// channel.
+fn form_of(
+    acc: &handshake::Accepted,
+    ctx: &Context,
+    channels: &Channels,
+    sel: Option<&Selection>,
+) -> Form {
+    if acc.sse.is_none() {
+        let deflate = ctx.cfg.deflate.is_some() && acc.deflate_offered;
+        return Form::ws(deflate, acc.protocol == Protocol::V1);
+    }
+    match ctx.cfg.envelope || resume::only_channel(channels, sel).is_none() {
+        true => Form::NamedEvent,
+        false => Form::Event,
+    }
+}
+
+/// Where the client resumes from: an event stream's `Last-Event-ID` (what
+/// `EventSource` sends by itself on a reconnect), else the `since`
+/// parameters. The error is the reason for a 400.
+fn resumes(acc: &handshake::Accepted, ctx: &Context) -> Result<Vec<Resume>, String> {
+    match acc.sse.as_ref().and_then(|s| s.last_event_id.as_deref()) {
+        Some(last) => since::parse_value(last)
+            .map(|r| vec![r])
+            .ok_or_else(|| "malformed Last-Event-ID: <id> or <channel>:<id>".to_string()),
+        None => since::from_query(&acc.query, ctx.cfg.max_channels),
+    }
 }

@@ -13,6 +13,7 @@
 
 use crate::auth::verify::Grant;
 use crate::channels::Selection;
+use crate::fanout::hub::Form;
 use crate::ws::decode::{Decoder, Event, Violation};
 use crate::ws::frame;
 use bytes::{Bytes, BytesMut};
@@ -169,10 +170,9 @@ pub struct Conn {
     /// The channels this client chose; `None` for all of them. Changed
     /// only by a `pubsocketd.v1` subscribe or unsubscribe, between batches.
     selection: RefCell<Option<Box<Selection>>>,
-    /// permessage-deflate was negotiated.
-    deflate: bool,
-    /// The client speaks `pubsocketd.v1`: envelopes and control messages.
-    v1: bool,
+    /// What it takes of each message: the WebSocket frame plain or
+    /// compressed, the `pubsocketd.v1` envelope, or a Server-Sent Event.
+    form: Form,
     /// What its token grants, under `-auth` (a refresh replaces it).
     grant: RefCell<Option<Box<Grant>>>,
 }
@@ -195,31 +195,35 @@ impl Conn {
             place: Cell::new(0),
             peer: peer.into_boxed_str(),
             selection: RefCell::new(selection),
-            deflate: false,
-            v1: false,
+            form: Form::Plain,
             grant: RefCell::new(None),
         }
     }
 
-    /// Marks the client as having negotiated permessage-deflate: it gets
-    /// the compressed frames, and its own messages may be compressed.
-    pub fn with_deflate(mut self, deflate: bool) -> Conn {
-        self.deflate = deflate;
+    /// Sets what the client takes of each message (see [`Form`]).
+    pub fn with_form(mut self, form: Form) -> Conn {
+        self.form = form;
         self
     }
 
+    pub fn form(&self) -> Form {
+        self.form
+    }
+
+    /// permessage-deflate was negotiated: it gets the compressed frames,
+    /// and its own messages may be compressed.
     pub fn deflate(&self) -> bool {
-        self.deflate
+        matches!(self.form, Form::Deflated | Form::EnvelopeDeflated)
     }
 
-    /// Marks the client as speaking `pubsocketd.v1`.
-    pub fn with_v1(mut self, v1: bool) -> Conn {
-        self.v1 = v1;
-        self
-    }
-
+    /// It speaks `pubsocketd.v1`: envelopes and control messages.
     pub fn v1(&self) -> bool {
-        self.v1
+        matches!(self.form, Form::Envelope | Form::EnvelopeDeflated)
+    }
+
+    /// It reads an event stream: no frames either way.
+    pub fn sse(&self) -> bool {
+        self.form.is_event()
     }
 
     pub fn with_grant(self, grant: Option<Box<Grant>>) -> Conn {
@@ -671,7 +675,10 @@ async fn read_loop<R: Fill>(
     max_message: usize,
     mut on_message: impl OnMessage,
 ) -> ReadEnd {
-    let mut decoder = match conn.deflate {
+    if conn.sse() {
+        return discard(r).await;
+    }
+    let mut decoder = match conn.deflate() {
         true => Decoder::with_deflate(max_message),
         false => Decoder::new(max_message),
     };
@@ -706,6 +713,21 @@ async fn read_loop<R: Fill>(
         match poll_fn(|cx| r.poll_fill(cx, &mut buf)).await {
             Ok(0) => return ReadEnd::Eof,
             Ok(_) => conn.last_seen.set(Instant::now()),
+            Err(e) => return ReadEnd::Error(e.kind()),
+        }
+    }
+}
+
+/// An event stream's client has nothing to say: what it sends (a second
+/// request on the connection, say) is read and dropped, never parsed; its
+/// end of stream ends the connection.
+async fn discard<R: Fill>(mut r: R) -> ReadEnd {
+    loop {
+        // Fresh each time: an idle stream holds no read buffer.
+        let mut buf = BytesMut::new();
+        match poll_fn(|cx| r.poll_fill(cx, &mut buf)).await {
+            Ok(0) => return ReadEnd::Eof,
+            Ok(_) => {}
             Err(e) => return ReadEnd::Error(e.kind()),
         }
     }

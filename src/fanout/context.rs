@@ -3,6 +3,7 @@
 //! and out of the per-channel gauges and the on-demand subscriptions (at
 //! the upgrade, at a change of choice and at the close).
 
+use super::hub::Form;
 use super::older::Source;
 use crate::auth::callback::Callback;
 use crate::auth::verify::Verifier;
@@ -38,15 +39,13 @@ impl Context {
     /// deflate clients the encoder compresses for, and among the readers
     /// of the channels subscribed on demand. Runs at the upgrade
     /// and at the close, never per message.
-    pub(crate) fn account(
-        &self,
-        selection: Option<&Selection>,
-        deflate: bool,
-        v1: bool,
-        joined: bool,
-    ) {
-        if v1 {
-            self.stats.v1_of(deflate, joined);
+    pub(crate) fn account(&self, selection: Option<&Selection>, form: Form, joined: bool) {
+        let deflate = matches!(form, Form::Deflated | Form::EnvelopeDeflated);
+        match form {
+            Form::Envelope | Form::EnvelopeDeflated => self.stats.v1_of(deflate, joined),
+            Form::Event => self.stats.sse_of(false, joined),
+            Form::NamedEvent => self.stats.sse_of(true, joined),
+            Form::Plain | Form::Deflated => {}
         }
         match selection {
             None => self.stats.clients_of(None, deflate, joined),

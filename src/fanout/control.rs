@@ -52,7 +52,7 @@ async fn subscribe(
         .iter()
         .map(|(name, point)| (Bytes::copy_from_slice(name.as_bytes()), *point))
         .collect();
-    let older = w.older_for(&wanted, c.v1()).await;
+    let older = w.older_for(&wanted, c.form()).await;
     if let Err(refused) = choose(w, c, names).await {
         return (vec![refused], Asked::new(), older);
     }

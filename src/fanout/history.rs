@@ -11,10 +11,12 @@
 //! oldest go first, whatever their channel), `-history-ttl` of age. A
 //! channel whose messages are all gone is forgotten.
 
-use super::hub::Message;
+use super::hub::{Form, Message};
 use crate::history::id::Id;
 use crate::history::since::Point;
 use crate::history::Limits;
+use crate::sse::event as sse;
+use crate::ws::frame;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -31,17 +33,41 @@ struct Kept {
     /// What a `pubsocketd.v1` client receives (`None`: `frame` is already
     /// the envelope, under `-ws-envelope`).
     envelope: Option<Bytes>,
+    /// The events (unnamed, named), when event-stream clients were
+    /// connected as it came (boxed: no room taken otherwise).
+    events: Option<Box<[Option<Bytes>; 2]>>,
 }
 
 impl Kept {
     fn size(&self) -> usize {
-        self.frame.len() + self.envelope.as_ref().map_or(0, Bytes::len)
+        let events = self.events.iter().flat_map(|e| e.iter().flatten());
+        self.frame.len()
+            + self.envelope.as_ref().map_or(0, Bytes::len)
+            + events.map(Bytes::len).sum::<usize>()
     }
 
-    fn form(&self, v1: bool) -> &Bytes {
-        match (v1, &self.envelope) {
-            (true, Some(e)) => e,
-            _ => &self.frame,
+    /// What a client of form `form` gets (replays are not compressed). An
+    /// event that was not built as the message came is built now from the
+    /// frame's payload; `None` for a binary payload, which is no event.
+    fn form(&self, form: Form, channel: &[u8]) -> Option<Bytes> {
+        let named = match form {
+            Form::Event => false,
+            Form::NamedEvent => true,
+            Form::Envelope | Form::EnvelopeDeflated => {
+                return Some(self.envelope.as_ref().unwrap_or(&self.frame).clone())
+            }
+            Form::Plain | Form::Deflated => return Some(self.frame.clone()),
+        };
+        if let Some(built) = self
+            .events
+            .as_ref()
+            .and_then(|e| e[usize::from(named)].as_ref())
+        {
+            return Some(built.clone());
+        }
+        match frame::opened(&self.frame)? {
+            (frame::OP_TEXT, data) => Some(sse::message(channel, Some(self.id), named, data)),
+            _ => None,
         }
     }
 }
@@ -99,6 +125,10 @@ impl History {
             at: now,
             frame: m.frame.clone(),
             envelope: (!m.enveloped).then(|| m.envelope.clone()).flatten(),
+            events: match (&m.event, &m.named_event) {
+                (None, None) => None,
+                (e, n) => Some(Box::new([e.clone(), n.clone()])),
+            },
         };
         self.bytes += kept.size();
         self.kept += 1;
@@ -172,12 +202,64 @@ impl History {
     }
 
     /// The messages of `channel` after `point`, in the form a client takes.
-    pub fn replay(&self, channel: &[u8], point: Point, v1: bool) -> Replay {
+    pub fn replay(&self, channel: &[u8], point: Point, form: Form) -> Replay {
         let Some((ring, start, recovered)) = self.after(channel, point) else {
             return Replay::default();
         };
-        let frames = ring.range(start..).map(|k| k.form(v1).clone()).collect();
+        let frames = ring
+            .range(start..)
+            .filter_map(|k| k.form(form, channel))
+            .collect();
         Replay { frames, recovered }
+    }
+
+    /// Where the message `id` of `channel` came in this worker's order of
+    /// arrival, if it is kept.
+    pub fn serial_of(&self, channel: &[u8], id: Id) -> Option<u64> {
+        let ring = self.channels.get(channel)?;
+        let at = ring.binary_search_by(|k| k.id.cmp(&id)).ok()?;
+        Some(ring[at].serial)
+    }
+
+    /// The channels kept, each with a message.
+    pub fn channels(&self) -> impl Iterator<Item = &Bytes> {
+        self.channels.keys()
+    }
+
+    /// The messages of `channel` that came after the message of serial
+    /// `cut` (of any channel, the `id` one): what a client missed of it if
+    /// it had everything up to `cut`. Whole when the first of them follows
+    /// one kept at or before the cut, or is the first of its channel in
+    /// `id`'s epoch (nothing of it came before), and each follows the last.
+    pub fn replay_after(&self, channel: &[u8], cut: u64, id: Id, form: Form) -> Replay {
+        let Some(ring) = self.channels.get(channel) else {
+            return Replay {
+                frames: Vec::new(),
+                recovered: true,
+            };
+        };
+        let start = ring.partition_point(|k| k.serial <= cut);
+        let mut last = match start {
+            0 => None,
+            n => Some(ring[n - 1].id),
+        };
+        let mut whole = match (ring.get(start), last) {
+            (None, _) => true,
+            (Some(first), None) => first.prev.is_none() && first.id.high == id.high,
+            (Some(_), Some(_)) => true,
+        };
+        for k in ring.range(start..) {
+            whole &= last.is_none() || k.prev == last;
+            last = Some(k.id);
+        }
+        let frames = ring
+            .range(start..)
+            .filter_map(|k| k.form(form, channel))
+            .collect();
+        Replay {
+            frames,
+            recovered: whole,
+        }
     }
 
     /// Whether a replay of `channel` after `point` would be whole (without
@@ -223,6 +305,8 @@ mod tests {
             enveloped: false,
             envelope: Some(Bytes::from(format!("v1:{body}"))),
             envelope_deflated: None,
+            event: None,
+            named_event: None,
             keys: KeySet::One(0),
             channel: Bytes::copy_from_slice(channel.as_bytes()),
             everyone: true,
@@ -270,31 +354,31 @@ mod tests {
         let mut h = History::new(limits(3, 1 << 20));
         filled(&mut h, "a", 5);
         let after = |low| Point::After(Id::new(7, low));
-        let r = h.replay(b"a", after(3), false);
+        let r = h.replay(b"a", after(3), Form::Plain);
         assert_eq!((texts(&r), r.recovered), (vec!["a4", "a5"], true));
-        let r = h.replay(b"a", after(2), true);
+        let r = h.replay(b"a", after(2), Form::Envelope);
         assert_eq!(
             (texts(&r), r.recovered),
             (vec!["v1:a3", "v1:a4", "v1:a5"], true)
         );
-        let r = h.replay(b"a", after(1), false);
+        let r = h.replay(b"a", after(1), Form::Plain);
         assert_eq!(
             (texts(&r), r.recovered),
             (vec!["a3", "a4", "a5"], false),
             "a2 was trimmed"
         );
-        let r = h.replay(b"a", after(5), false);
+        let r = h.replay(b"a", after(5), Form::Plain);
         assert_eq!((r.frames.len(), r.recovered), (0, true), "nothing missed");
-        let r = h.replay(b"a", after(9), false);
+        let r = h.replay(b"a", after(9), Form::Plain);
         assert_eq!((r.frames.len(), r.recovered), (0, false), "unknown ID");
-        let r = h.replay(b"a", Point::After(Id::new(6, 9)), false);
+        let r = h.replay(b"a", Point::After(Id::new(6, 9)), Form::Plain);
         assert!(!r.recovered, "another epoch");
-        let r = h.replay(b"a", Point::Last, false);
+        let r = h.replay(b"a", Point::Last, Form::Plain);
         assert_eq!((texts(&r), r.recovered), (vec!["a5"], true));
-        assert_eq!(h.replay(b"zz", Point::Last, false), Replay::default());
+        assert_eq!(h.replay(b"zz", Point::Last, Form::Plain), Replay::default());
         // A new epoch: its first message has no predecessor.
         h.keep(&msg("a", 8, 1, None, "a8.1"), Instant::now());
-        let r = h.replay(b"a", after(4), false);
+        let r = h.replay(b"a", after(4), Form::Plain);
         assert_eq!((texts(&r), r.recovered), (vec!["a5", "a8.1"], false));
     }
 
@@ -306,7 +390,7 @@ mod tests {
         filled(&mut h, "b", 3);
         assert_eq!(h.size(), (4, 28));
         assert_eq!(
-            texts(&h.replay(b"a", Point::After(Id::new(7, 0)), false)),
+            texts(&h.replay(b"a", Point::After(Id::new(7, 0)), Form::Plain)),
             vec!["a2"]
         );
         filled(&mut h, "c", 1);

@@ -30,6 +30,11 @@ pub struct Message {
     pub envelope: Option<Bytes>,
     /// The envelope compressed, while such a client negotiated deflate.
     pub envelope_deflated: Option<Bytes>,
+    /// The Server-Sent Event, unnamed and named (see [`Form::Event`]),
+    /// each built only while an event-stream client takes it; `None` for
+    /// a payload that is not UTF-8 (unless enveloped): such clients skip it.
+    pub event: Option<Bytes>,
+    pub named_event: Option<Bytes>,
     /// The configured keys the channel matches.
     pub keys: KeySet,
     /// The channel, for clients that chose one under a pattern.
@@ -56,6 +61,8 @@ impl Message {
             enveloped: false,
             envelope: None,
             envelope_deflated: None,
+            event: None,
+            named_event: None,
             keys: KeySet::Nothing,
             channel,
             everyone: false,
@@ -65,20 +72,89 @@ impl Message {
     }
 }
 
+/// The bytes a client takes of each message, fixed when it connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The original's frame (the payload, or the `-ws-envelope` envelope).
+    Plain,
+    /// The same, permessage-deflate compressed.
+    Deflated,
+    /// The `pubsocketd.v1` envelope.
+    Envelope,
+    EnvelopeDeflated,
+    /// A Server-Sent Event without `event:` (the default `message`), for a
+    /// client of one named channel; its `id:` is the bare ID.
+    Event,
+    /// A Server-Sent Event named after its channel, with `<channel>:<id>`.
+    NamedEvent,
+}
+
+impl Form {
+    /// How many forms there are (the fan-out builds each batch in each).
+    pub const COUNT: usize = 6;
+
+    /// The form of a WebSocket client.
+    pub fn ws(deflate: bool, v1: bool) -> Form {
+        match (v1, deflate) {
+            (false, false) => Form::Plain,
+            (false, true) => Form::Deflated,
+            (true, false) => Form::Envelope,
+            (true, true) => Form::EnvelopeDeflated,
+        }
+    }
+
+    /// All forms, in [`Form::index`] order.
+    pub const ALL: [Form; Form::COUNT] = [
+        Form::Plain,
+        Form::Deflated,
+        Form::Envelope,
+        Form::EnvelopeDeflated,
+        Form::Event,
+        Form::NamedEvent,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The same form without compression (what a replay sends).
+    pub fn uncompressed(self) -> Form {
+        match self {
+            Form::Deflated => Form::Plain,
+            Form::EnvelopeDeflated => Form::Envelope,
+            f => f,
+        }
+    }
+
+    /// Whether it is compressed (permessage-deflate was agreed).
+    pub fn deflate(self) -> bool {
+        matches!(self, Form::Deflated | Form::EnvelopeDeflated)
+    }
+
+    /// Whether it is an event stream's form.
+    pub fn is_event(self) -> bool {
+        matches!(self, Form::Event | Form::NamedEvent)
+    }
+}
+
 impl Message {
-    /// The frame a client gets: enveloped or not, compressed or not.
-    /// `None` for a `pubsocketd.v1` client when the message has no envelope
-    /// (it was encoded before any such client was admitted, or it is the
-    /// original's heartbeat): that client skips it.
-    pub fn form(&self, deflate: bool, v1: bool) -> Option<&Bytes> {
-        let (plain, zipped) = match v1 && !self.enveloped {
-            true => (self.envelope.as_ref()?, self.envelope_deflated.as_ref()),
-            false => (&self.frame, self.deflated.as_ref()),
+    /// The bytes a client of form `f` gets. `None` when the message lacks
+    /// that form: an envelope or event encoded before any client wanted
+    /// one, the original's heartbeat for `pubsocketd.v1` and event-stream
+    /// clients, a binary payload for event streams. That client skips it.
+    pub fn form(&self, f: Form) -> Option<&Bytes> {
+        let (envelope, envelope_deflated) = match self.enveloped {
+            true => (Some(&self.frame), self.deflated.as_ref()),
+            false => (self.envelope.as_ref(), self.envelope_deflated.as_ref()),
         };
-        Some(match (deflate, zipped) {
-            (true, Some(z)) => z,
-            _ => plain,
-        })
+        match f {
+            Form::Plain => Some(&self.frame),
+            Form::Deflated => self.deflated.as_ref().or(Some(&self.frame)),
+            Form::Envelope => envelope,
+            Form::EnvelopeDeflated => envelope_deflated.or(envelope),
+            Form::Event => self.event.as_ref(),
+            Form::NamedEvent => self.named_event.as_ref(),
+        }
     }
 }
 

@@ -200,6 +200,8 @@ mod tests {
             enveloped: false,
             envelope: None,
             envelope_deflated: None,
+            event: None,
+            named_event: None,
             keys: channels.keys_for(channel.as_bytes()),
             channel: Bytes::copy_from_slice(channel.as_bytes()),
             everyone: true,

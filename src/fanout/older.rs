@@ -7,6 +7,7 @@
 //! kept).
 
 use super::history::Replay;
+use super::hub::Form;
 use super::resume::Asked;
 use crate::history::id::{Id, Stamp};
 use crate::history::since::Point;
@@ -64,12 +65,13 @@ pub(crate) struct Link(tokio::sync::Mutex<Option<(RedisStream, BytesMut)>>);
 /// that cannot be read (Redis down) is left out: the resume then says
 /// `recovered:false` from memory alone. `vouches(channel, point)`: whether the worker's history alone replays
 /// everything after `point` (for `last`: whether it holds the channel).
+/// `form`: what the client takes (uncompressed).
 pub(crate) async fn fetch(
     link: &Link,
     vouches: impl Fn(&[u8], Point) -> bool,
     source: &Source,
     asked: &Asked,
-    v1: bool,
+    form: Form,
 ) -> Vec<Older> {
     let mut out = Vec::new();
     for (channel, point) in asked {
@@ -77,8 +79,8 @@ pub(crate) async fn fetch(
             continue;
         }
         let older = match *point {
-            Point::After(id) => read(link, source, channel, id, v1).await,
-            Point::Last => latest(link, source, channel, v1).await,
+            Point::After(id) => read(link, source, channel, id, form).await,
+            Point::Last => latest(link, source, channel, form).await,
         };
         if let Ok(older) = older {
             out.push(older);
@@ -95,7 +97,7 @@ async fn read(
     source: &Source,
     channel: &Bytes,
     id: Id,
-    v1: bool,
+    form: Form,
 ) -> Result<Older, String> {
     let start = id.to_string();
     let count = (source.settings.max_replay + 2).to_string();
@@ -125,7 +127,7 @@ async fn read(
         last = e.id;
         let Some(payload) = e.payload else { continue };
         if let Ok(m) = encoder.encode_stamped(channel, &payload, Some(stamp)) {
-            frames.extend(m.form(false, v1).cloned());
+            frames.extend(m.form(form).cloned());
         }
     }
     Ok(Older {
@@ -140,7 +142,12 @@ async fn read(
 
 /// `XREVRANGE channel + - COUNT 1`: the newest entry, for `since=last` on
 /// a relay that holds nothing of the channel yet.
-async fn latest(link: &Link, source: &Source, channel: &Bytes, v1: bool) -> Result<Older, String> {
+async fn latest(
+    link: &Link,
+    source: &Source,
+    channel: &Bytes,
+    form: Form,
+) -> Result<Older, String> {
     let cmd = command(&[b"XREVRANGE", channel, b"+", b"-", b"COUNT", b"1"]);
     let frame = ask(link, source, &cmd).await?;
     let entries = stream_entries::range(frame, source.settings.field.as_bytes())?;
@@ -159,7 +166,7 @@ async fn latest(link: &Link, source: &Source, channel: &Bytes, v1: bool) -> Resu
     let frames = newest
         .payload
         .and_then(|p| encoder.encode_stamped(channel, &p, Some(stamp)).ok())
-        .and_then(|m| m.form(false, v1).cloned())
+        .and_then(|m| m.form(form).cloned())
         .into_iter()
         .collect();
     Ok(Older {

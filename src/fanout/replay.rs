@@ -5,12 +5,15 @@
 //! delivered message.
 
 use super::conn::{Conn, State, MAX_IOV};
+use super::history::Replay;
+use super::hub::Form;
 use super::older::{self, Older};
 use super::resume;
 use super::worker::{Tally, Worker};
-use crate::channels::Channels;
+use crate::channels::{Channels, Selection};
 use crate::history::id::Id;
 use crate::history::since::Point;
+use crate::sse::event as sse;
 use crate::ws::control;
 use crate::ws::frame;
 use bytes::Bytes;
@@ -24,6 +27,38 @@ fn key_name(channels: &Channels, id: u32) -> Bytes {
     Bytes::copy_from_slice(channels.keys()[id as usize].name.as_bytes())
 }
 
+/// The names under which a client that chose `sel` reads `channel` (of
+/// everything it reads, when empty): the channel itself, or each key (a
+/// pattern named as the pattern) and chosen channel.
+fn names_read(channels: &Channels, sel: Option<&Selection>, channel: &[u8]) -> Vec<Bytes> {
+    match (channel.is_empty(), sel) {
+        (false, sel) if resume::reads(channels, sel, channel) => {
+            vec![Bytes::copy_from_slice(channel)]
+        }
+        (false, _) => Vec::new(),
+        (true, None) => channels
+            .everything()
+            .map(|k| key_name(channels, k))
+            .collect(),
+        (true, Some(s)) => {
+            let keys = s.keys.iter().map(|&k| key_name(channels, k));
+            keys.chain(s.channels.iter().cloned()).collect()
+        }
+    }
+}
+
+/// `{"channel":…,"recovered":…}` to a client that can hear it: a
+/// `pubsocketd.v1` control message, or a `recovered` event. The original's
+/// clients could not parse one and hear nothing.
+fn tell_recovered(c: &Conn, channel: &[u8], whole: bool) {
+    if c.v1() {
+        let answer = control::recovered(channel, whole);
+        c.send_control(&frame::encode(frame::OP_TEXT, &answer));
+    } else if c.sse() {
+        c.send_control(&Bytes::from(sse::recovered(channel, whole)));
+    }
+}
+
 /// How often a resume checks whether the reader caught up with Redis.
 const CATCH_UP_POLL: Duration = Duration::from_millis(2);
 
@@ -32,13 +67,13 @@ impl Worker {
     /// the client joins (or its subscribe takes effect; the history covers
     /// what arrives meanwhile), within `-ws-handshake-timeout` (past it, the
     /// resume goes on from memory and says `recovered:false`).
-    pub(crate) async fn older_for(&self, asked: &resume::Asked, v1: bool) -> Vec<Older> {
+    pub(crate) async fn older_for(&self, asked: &resume::Asked, form: Form) -> Vec<Older> {
         let Some(source) = self.ctx.older.as_ref().filter(|_| !asked.is_empty()) else {
             return Vec::new();
         };
         let deadline = tokio::time::Instant::now() + self.ctx.cfg.handshake_timeout;
         let vouches = |ch: &[u8], point| self.vouches(ch, point);
-        let fetch = older::fetch(&self.link, vouches, source, asked, v1);
+        let fetch = older::fetch(&self.link, vouches, source, asked, form.uncompressed());
         let Ok(found) = Box::pin(tokio::time::timeout_at(deadline, fetch)).await else {
             return Vec::new();
         };
@@ -86,7 +121,7 @@ impl Worker {
                 .map(|i| older.swap_remove(i));
             let from = before.as_ref().map_or(*point, |o| Point::After(o.last));
             let mut replay = match history.as_ref() {
-                Some(h) => h.replay(channel, from, c.v1()),
+                Some(h) => h.replay(channel, from, c.form().uncompressed()),
                 None => Default::default(),
             };
             if let Some(o) = before {
@@ -97,20 +132,61 @@ impl Worker {
                 replay.frames = frames;
                 replay.recovered = o.replay.recovered && (replay.recovered || !held);
             }
-            for chunk in replay.frames.chunks(MAX_IOV) {
-                let frames: Vec<&Bytes> = chunk.iter().collect();
-                let slices: Vec<IoSlice> = chunk.iter().map(|f| IoSlice::new(f)).collect();
-                let len = chunk.iter().map(Bytes::len).sum();
-                let delivery = c.deliver(&frames, &slices, len);
-                self.record(c, delivery, chunk.len(), len, &mut tally);
+            self.replay_to(c, channel, replay, &mut tally);
+        }
+        self.counters().add(tally.deliveries, tally.bytes);
+    }
+
+    /// Writes a replay to `c`, counts it, and tells a client that can hear
+    /// it whether it was whole.
+    fn replay_to(&self, c: &Conn, channel: &[u8], replay: Replay, tally: &mut Tally) {
+        for chunk in replay.frames.chunks(MAX_IOV) {
+            let frames: Vec<&Bytes> = chunk.iter().collect();
+            let slices: Vec<IoSlice> = chunk.iter().map(|f| IoSlice::new(f)).collect();
+            let len = chunk.iter().map(Bytes::len).sum();
+            let delivery = c.deliver(&frames, &slices, len);
+            self.record(c, delivery, chunk.len(), len, tally);
+        }
+        self.ctx
+            .stats
+            .history
+            .resumed(replay.frames.len(), replay.recovered);
+        tell_recovered(c, channel, replay.recovered);
+    }
+
+    /// An event stream resumed by a `Last-Event-ID` of `channel`: the
+    /// client had every message up to that one, of all its channels (one
+    /// connection gets them in the order they came). So the other channels
+    /// it reads resume from that point of this worker's order of arrival;
+    /// each says whether it is whole. When the message is no longer kept,
+    /// the point is unknown: the other channels it reads hear
+    /// `recovered:false`.
+    pub(crate) fn resume_around(&self, c: &Conn, channel: &[u8], id: Id) {
+        let history = self.history.borrow();
+        let Some(h) = history.as_ref() else {
+            return;
+        };
+        let channels = self.ctx.channels.get();
+        let sel = c.selection();
+        let Some(cut) = h.serial_of(channel, id) else {
+            drop(history);
+            for name in names_read(&channels, sel.as_deref(), b"") {
+                if name != channel {
+                    tell_recovered(c, &name, false);
+                }
             }
-            self.ctx
-                .stats
-                .history
-                .resumed(replay.frames.len(), replay.recovered);
-            if c.v1() {
-                let answer = control::recovered(channel, replay.recovered);
-                c.send_control(&frame::encode(frame::OP_TEXT, &answer));
+            return;
+        };
+        let mut others: Vec<&Bytes> = h
+            .channels()
+            .filter(|ch| ch[..] != *channel && resume::reads(&channels, sel.as_deref(), ch))
+            .collect();
+        others.sort();
+        let mut tally = Tally::default();
+        for other in others {
+            let replay = h.replay_after(other, cut, id, c.form().uncompressed());
+            if !replay.frames.is_empty() || !replay.recovered {
+                self.replay_to(c, other, replay, &mut tally);
             }
         }
         self.counters().add(tally.deliveries, tally.bytes);
@@ -127,26 +203,14 @@ impl Worker {
             .index
             .borrow()
             .all()
-            .filter(|c| c.v1() && c.state() == State::Open)
+            .filter(|c| (c.v1() || c.sse()) && c.state() == State::Open)
         {
-            let sel = c.selection();
-            let names: Vec<Bytes> = match (channel.is_empty(), sel.as_deref()) {
-                (false, sel) if resume::reads(&channels, sel, channel) => {
-                    vec![Bytes::copy_from_slice(channel)]
-                }
-                (false, _) => continue,
-                (true, None) => channels
-                    .everything()
-                    .map(|k| key_name(&channels, k))
-                    .collect(),
-                (true, Some(s)) => {
-                    let keys = s.keys.iter().map(|&k| key_name(&channels, k));
-                    keys.chain(s.channels.iter().cloned()).collect()
-                }
-            };
+            let names = names_read(&channels, c.selection().as_deref(), channel);
+            if names.is_empty() {
+                continue;
+            }
             for name in names {
-                let notice = control::recovered(&name, false);
-                c.send_control(&frame::encode(frame::OP_TEXT, &notice));
+                tell_recovered(c, &name, false);
             }
             told += 1;
         }

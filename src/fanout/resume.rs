@@ -37,7 +37,7 @@ pub(crate) fn resolve(
 }
 
 /// The one channel a client reads, when it reads one named channel.
-fn only_channel(channels: &Channels, sel: Option<&Selection>) -> Option<Bytes> {
+pub(crate) fn only_channel(channels: &Channels, sel: Option<&Selection>) -> Option<Bytes> {
     let mut keys: Vec<u32> = match sel {
         None => channels.everything().collect(),
         Some(s) if s.keys.len() + s.channels.len() != 1 => return None,

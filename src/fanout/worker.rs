@@ -11,19 +11,21 @@
 use super::conn::{Conn, Delivery, State, MAX_IOV};
 use super::context::Context;
 use super::history::History;
-use super::hub::Message;
+use super::hub::{Form, Message};
 use super::index::Index;
 use super::older::Link;
 use super::uring;
 use crate::channels::Selection;
 use crate::ops::config::Io;
 use crate::ops::stats::WorkerCounters;
+use crate::sse::event as sse;
 use crate::ws::frame;
 use bytes::Bytes;
 use slog::{debug, info, warn};
 use std::cell::{Cell, RefCell};
 use std::io::IoSlice;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::sleep;
@@ -31,18 +33,12 @@ use tokio::time::sleep;
 /// Fills the unused places of the stack arrays of frame references.
 static EMPTY: Bytes = Bytes::new();
 
-/// The forms of a batch: plain, compressed, enveloped, enveloped and
-/// compressed (see [`Message::form`]).
-const FORMS: usize = 4;
+/// The forms of a batch (see [`Form`]).
+const FORMS: usize = Form::COUNT;
 
-/// (deflate, v1) of form `f`.
-fn form_of(f: usize) -> (bool, bool) {
-    (f & 1 != 0, f & 2 != 0)
-}
-
-/// The form a client takes.
+/// The form a client takes, as an index into a batch's forms.
 fn form_for(c: &Conn) -> usize {
-    usize::from(c.deflate()) | usize::from(c.v1()) << 1
+    c.form().index()
 }
 
 /// One form of a batch: the frames, their bytes as write slices, and the
@@ -70,13 +66,29 @@ pub(super) struct Tally {
     pub(super) bytes: u64,
 }
 
-/// Frames built once per worker and shared by all its clients.
+/// Frames built once per worker and shared by all its clients, each in
+/// its two transports: a WebSocket control frame, and the comment line an
+/// event stream gets instead (see [`Pair::for_conn`]).
 struct Prebuilt {
-    ping: Bytes,
-    going_away: Bytes,
-    slow: Bytes,
-    removed: Bytes,
-    expired: Bytes,
+    ping: Pair,
+    going_away: Pair,
+    slow: Pair,
+    removed: Pair,
+    expired: Pair,
+}
+
+/// A control frame and its event-stream counterpart.
+struct Pair([Bytes; 2]);
+
+impl Pair {
+    /// A close frame, or the comment that ends an event stream, naming why.
+    fn close(code: u16, why: &str) -> Pair {
+        Pair([frame::close(code, why), Bytes::from(sse::comment(why))])
+    }
+
+    fn for_conn(&self, c: &Conn) -> &Bytes {
+        &self.0[usize::from(c.sse())]
+    }
 }
 
 /// The worker's state, shared by its loop and its connection tasks.
@@ -101,6 +113,8 @@ pub(crate) struct Worker {
     pub(super) link: Link,
     /// This worker's index in `ctx.stats.workers`.
     pub(super) id: usize,
+    /// Binary messages skipped for event streams, as last logged.
+    skipped_logged: Cell<u64>,
 }
 
 /// The worker's send ring, if `-io=uring` and the kernel lets us have one
@@ -134,11 +148,14 @@ impl Worker {
             ctx,
             index: RefCell::new(Index::default()),
             frames: Prebuilt {
-                ping: frame::encode(frame::OP_PING, b""),
-                going_away: frame::close(1001, "server shutting down"),
-                slow: frame::close(1008, "slow consumer: too many bytes waiting"),
-                removed: frame::close(1008, "every channel it read was removed"),
-                expired: frame::close(4401, "token expired"),
+                ping: Pair([
+                    frame::encode(frame::OP_PING, b""),
+                    Bytes::from(sse::comment("ping")),
+                ]),
+                going_away: Pair::close(1001, "server shutting down"),
+                slow: Pair::close(1008, "slow consumer: too many bytes waiting"),
+                removed: Pair::close(1008, "every channel it read was removed"),
+                expired: Pair::close(4401, "token expired"),
             },
             next_ping: Cell::new(next_ping),
             next_expiry: Cell::new(u64::MAX),
@@ -147,6 +164,7 @@ impl Worker {
             history: RefCell::new(history),
             link: Link::default(),
             id,
+            skipped_logged: Cell::new(0),
         }
     }
 
@@ -197,10 +215,9 @@ impl Worker {
         let mut slices = [[IoSlice::new(&[]); MAX_IOV]; FORMS];
         let mut count = [0usize; FORMS];
         let mut total = [0usize; FORMS];
-        for f in 0..FORMS {
-            let (deflate, v1) = form_of(f);
+        for (f, form) in Form::ALL.into_iter().enumerate() {
             for m in batch.iter().filter(|m| m.everyone) {
-                if let Some(frame) = m.form(deflate, v1) {
+                if let Some(frame) = m.form(form) {
                     frames[f][count[f]] = frame;
                     slices[f][count[f]] = IoSlice::new(frame);
                     total[f] += frame.len();
@@ -257,7 +274,7 @@ impl Worker {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let (mut k, mut len) = (0, 0);
         for &i in mine {
-            if let Some(f) = batch[i as usize].form(c.deflate(), c.v1()) {
+            if let Some(f) = batch[i as usize].form(c.form()) {
                 frames[k] = f;
                 slices[k] = IoSlice::new(f);
                 len += f.len();
@@ -292,7 +309,7 @@ impl Worker {
 
     fn close_slow(&self, c: &Conn) {
         let waiting = c.waiting();
-        c.close_slow(&self.frames.slow);
+        c.close_slow(self.frames.slow.for_conn(c));
         let n = self.ctx.stats.slow_closed();
         warn!(self.ctx.log, "{}[slow] closed with 1008: {waiting} bytes waiting, over the {}-byte bound ({n} slow consumers closed so far)",
             c.peer, self.ctx.cfg.queue_bytes);
@@ -307,6 +324,7 @@ impl Worker {
             self.next_ping.set(now + p);
         }
         let mut queued = 0;
+        self.log_skipped();
         self.close_expired();
         self.trim_history(now);
         let index = self.index.borrow();
@@ -317,7 +335,8 @@ impl Worker {
             if c.state() != State::Open || cfg.ping_interval.is_none() {
                 continue;
             }
-            if now.duration_since(c.last_seen()) > cfg.pong_timeout {
+            // An event stream's client never answers; its TCP end does.
+            if !c.sse() && now.duration_since(c.last_seen()) > cfg.pong_timeout {
                 debug!(
                     self.ctx.log,
                     "{}[timeout] no pong or data for {:?}; dropped", c.peer, cfg.pong_timeout
@@ -328,23 +347,37 @@ impl Worker {
                 match batchable(&ring, c) {
                     Some(fd) => sends.push(uring::Send {
                         fd,
-                        message: 0,
+                        message: usize::from(c.sse()),
                         token: c.place.get(),
                     }),
-                    None => c.send_control(&self.frames.ping),
+                    None => c.send_control(self.frames.ping.for_conn(c)),
                 }
             }
         }
         self.counters().set_queued(queued as u64);
         if let Some(ring) = ring.as_mut() {
-            let ping = &self.frames.ping;
-            let slices = [IoSlice::new(ping)];
-            ring.send_all(
-                &[uring::Message::new(&slices)],
-                sends.drain(..),
-                |token, result| {
-                    index.by_place(token).delivered(&[ping], result, ping.len());
-                },
+            let pings = &self.frames.ping.0;
+            let slices = pings.each_ref().map(|p| [IoSlice::new(p)]);
+            let messages = slices.each_ref().map(|s| uring::Message::new(s));
+            ring.send_all(&messages, sends.drain(..), |token, result| {
+                let c = index.by_place(token);
+                let ping = self.frames.ping.for_conn(c);
+                c.delivered(&[ping], result, ping.len());
+            });
+        }
+    }
+
+    /// Says (at debug, once a tick, from the first worker) how many binary
+    /// messages event streams did not get since the last time: a log line
+    /// per message would cost more than the message.
+    fn log_skipped(&self) {
+        let now = self.ctx.stats.sse_skipped.load(Relaxed);
+        let before = self.skipped_logged.replace(now);
+        if self.id == 0 && now > before {
+            debug!(
+                self.ctx.log,
+                "[sse] {} binary messages not sent to event streams (not UTF-8; -ws-envelope would send them as data_base64)",
+                now - before
             );
         }
     }
@@ -370,7 +403,7 @@ impl Worker {
             if now <= exp.saturating_add(leeway) {
                 next = next.min(exp);
             } else if c.state() == State::Open {
-                c.close(&self.frames.expired);
+                c.close(self.frames.expired.for_conn(c));
                 closed += 1;
             }
         }
@@ -408,7 +441,7 @@ impl Worker {
                 .as_deref()
                 .is_some_and(|sel| !channels.still_reads(sel));
             if gone && c.state() == State::Open {
-                c.close(&self.frames.removed);
+                c.close(self.frames.removed.for_conn(c));
                 closed += 1;
             }
         }
@@ -426,26 +459,23 @@ impl Worker {
     pub(crate) fn reselect(&self, c: &Conn, sel: Option<Box<Selection>>) {
         let mut index = self.index.borrow_mut();
         let conn = index.remove(c);
-        self.ctx
-            .account(c.selection().as_deref(), c.deflate(), c.v1(), false);
+        self.ctx.account(c.selection().as_deref(), c.form(), false);
         c.set_selection(sel);
-        self.ctx
-            .account(c.selection().as_deref(), c.deflate(), c.v1(), true);
+        self.ctx.account(c.selection().as_deref(), c.form(), true);
         index.add(conn);
     }
 
     pub(crate) fn remove(&self, c: &Conn) {
         self.index.borrow_mut().remove(c);
         self.ctx.stats.closed();
-        self.ctx
-            .account(c.selection().as_deref(), c.deflate(), c.v1(), false);
+        self.ctx.account(c.selection().as_deref(), c.form(), false);
     }
 
     /// Graceful shutdown: every client gets close 1001, then the worker
     /// waits for them to go until the shutdown deadline.
     pub(crate) async fn drain(&self) {
         for c in self.index.borrow().all() {
-            c.close(&self.frames.going_away);
+            c.close(self.frames.going_away.for_conn(c));
         }
         let deadline = Instant::now() + self.ctx.cfg.shutdown_timeout;
         // Clients that never answer the close are dropped by their own

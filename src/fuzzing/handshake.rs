@@ -17,13 +17,25 @@ pub(super) fn allow_list() -> OriginPolicy {
     )
 }
 
+/// The routes the target parses against (the defaults).
+const ROUTES: ws::handshake::Routes = ws::handshake::Routes {
+    ws: "/",
+    sse: "/events",
+};
+
 /// Parses one request head and checks what comes back.
 fn handshake_with(
     data: &[u8],
     policy: &OriginPolicy,
 ) -> Result<Option<ws::handshake::Accepted>, ws::handshake::Refusal> {
-    let result = ws::handshake::parse(data, "/", policy);
+    let result = ws::handshake::parse(data, ROUTES, policy);
     match &result {
+        Ok(Some(ok)) if ok.sse.is_some() => {
+            assert!(ok.consumed <= data.len(), "consumed past the buffer");
+            assert!(ok.accept.is_empty(), "an event stream has no accept key");
+            let head = ws::handshake::parse(&data[..ok.consumed], ROUTES, policy);
+            assert_eq!(head, result, "the bytes after the head change the result");
+        }
         Ok(Some(ok)) => {
             assert!(ok.consumed <= data.len(), "consumed past the buffer");
             assert!(ok.consumed <= ws::handshake::MAX_REQUEST);
@@ -33,10 +45,10 @@ fn handshake_with(
                 .expect("accept key is base64");
             assert_eq!(raw.len(), 20, "accept key is not a SHA-1");
             // Bytes after the head (pipelined frames) change nothing.
-            let head = ws::handshake::parse(&data[..ok.consumed], "/", policy);
+            let head = ws::handshake::parse(&data[..ok.consumed], ROUTES, policy);
             assert_eq!(head, result, "the bytes after the head change the result");
             // One byte less is an incomplete head.
-            let short = ws::handshake::parse(&data[..ok.consumed - 1], "/", policy);
+            let short = ws::handshake::parse(&data[..ok.consumed - 1], ROUTES, policy);
             assert_eq!(
                 short,
                 Ok(None),

@@ -7,6 +7,7 @@ use crate::channels::{Channels, KeySet, Live, Names};
 use crate::fanout::hub::Message;
 use crate::history::id::Stamp;
 use crate::ops::stats::Stats;
+use crate::sse::event as sse;
 use crate::ws::deflate::Deflater;
 use crate::ws::frame;
 use base64::Engine;
@@ -156,12 +157,15 @@ impl Encoder {
             true => self.v1_forms(channel, payload, json, stamp),
             false => (None, None),
         };
+        let (event, named_event) = self.events(channel, payload, opcode, stamp);
         Ok(Message {
             frame,
             deflated,
             enveloped: self.envelope,
             envelope,
             envelope_deflated,
+            event,
+            named_event,
             keys,
             everyone: self.channels.reaches_everyone(channel),
             channel: self.names.0.get(channel),
@@ -193,6 +197,35 @@ impl Encoder {
         };
         self.scratch = scratch;
         (Some(envelope), zipped)
+    }
+
+    /// The Server-Sent Events of the message, each while some event-stream
+    /// client takes it (under `-ws-envelope` every such client takes the
+    /// named one, whose data is the envelope still in the scratch buffer).
+    /// A binary payload is no event unless enveloped; it is counted.
+    fn events(
+        &mut self,
+        channel: &[u8],
+        payload: &[u8],
+        opcode: u8,
+        stamp: Option<Stamp>,
+    ) -> (Option<Bytes>, Option<Bytes>) {
+        let unnamed = self.stats.sse_clients.load(Relaxed) > 0 && !self.envelope;
+        let named = self.stats.sse_named.load(Relaxed) > 0;
+        if !unnamed && !named {
+            return (None, None);
+        }
+        let data = match self.envelope {
+            true => &self.scratch[..],
+            false if opcode == frame::OP_TEXT => payload,
+            false => {
+                self.stats.sse_skipped.fetch_add(1, Relaxed);
+                return (None, None);
+            }
+        };
+        let id = stamp.map(|s| s.id);
+        let build = |named| sse::message(channel, id, named, data);
+        (unnamed.then(|| build(false)), named.then(|| build(true)))
     }
 
     /// Turns history on: every message is built with its envelope.
@@ -272,6 +305,7 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fanout::hub::Form;
 
     fn encoder(list: &str, envelope: bool, json_only: bool) -> Encoder {
         let channels = Channels::parse(list).unwrap();
@@ -319,18 +353,18 @@ mod tests {
         let mut e = encoder("a", false, false);
         let m = e.encode(b"a", b"{\"n\":1}").unwrap();
         assert_eq!(m.envelope, None);
-        assert!(m.form(false, true).is_none(), "a v1 client skips it");
+        assert!(m.form(Form::Envelope).is_none(), "a v1 client skips it");
         e.stats.v1_of(false, true);
         let m = e.encode(b"a", b"{\"n\":1}").unwrap();
         assert_eq!(text(&m), "{\"n\":1}");
-        let env = m.form(false, true).unwrap();
+        let env = m.form(Form::Envelope).unwrap();
         assert_eq!(&env[2..], br#"{"channel":"a","data":{"n":1}}"#);
-        assert_eq!(m.form(true, false), Some(&m.frame));
+        assert_eq!(m.form(Form::Deflated), Some(&m.frame));
         let mut enveloped = encoder("a", true, false);
         enveloped.stats.v1_of(false, true);
         let m = enveloped.encode(b"a", b"x").unwrap();
         assert_eq!(m.envelope, None, "the frame is the envelope");
-        assert_eq!(m.form(false, true), Some(&m.frame));
+        assert_eq!(m.form(Form::Envelope), Some(&m.frame));
     }
 
     #[test]
@@ -356,6 +390,40 @@ mod tests {
         let mut enveloped = encoder("a", true, false).with_history(true);
         let m = enveloped.encode_stamped(b"a", b"x", Some(stamp)).unwrap();
         assert_eq!(text(&m), r#"{"channel":"a","id":"17-3","data":"x"}"#);
+    }
+
+    #[test]
+    fn events_only_while_an_event_stream_takes_them() {
+        use crate::history::id::Id;
+        let mut e = encoder("a", false, false);
+        let m = e.encode(b"a", b"x\ny").unwrap();
+        assert_eq!(
+            (m.form(Form::Event), m.form(Form::NamedEvent)),
+            (None, None)
+        );
+        e.stats.sse_of(false, true);
+        let stamp = Stamp {
+            id: Id::new(5, 1),
+            prev: None,
+        };
+        let m = e.encode_stamped(b"a", b"x\ny", Some(stamp)).unwrap();
+        assert_eq!(
+            &m.event.as_ref().unwrap()[..],
+            b"id: 5-1\ndata: x\ndata: y\n\n"
+        );
+        assert_eq!(m.named_event, None, "no client takes named events");
+        let binary = e.encode(b"a", b"\xff\x00").unwrap();
+        assert_eq!(binary.event, None, "binary payloads are no event");
+        assert_eq!(e.stats.sse_skipped.load(Relaxed), 1);
+        let mut enveloped = encoder("a", true, false);
+        enveloped.stats.sse_of(true, true);
+        enveloped.stats.sse_of(false, true);
+        let m = enveloped.encode(b"a", b"\xff").unwrap();
+        assert_eq!(m.event, None, "under -ws-envelope every stream is named");
+        assert_eq!(
+            &m.named_event.unwrap()[..],
+            &b"event: a\ndata: {\"channel\":\"a\",\"data_base64\":\"/w==\"}\n\n"[..]
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub async fn run(ingest: Ingest, every: Duration) {
         enveloped: false,
         envelope: None,
         envelope_deflated: None,
+        event: None,
+        named_event: None,
         keys: KeySet::Broadcast,
         channel: bytes::Bytes::new(),
         everyone: true,

@@ -17,6 +17,8 @@ pub const VALUE_FLAGS: &[&str] = &[
     "ws-host",
     "ws-port",
     "ws-route",
+    "sse-route",
+    "sse-retry",
     "ws-origin",
     "rs-host",
     "rs-port",
@@ -118,6 +120,14 @@ pub struct Args {
     /// HTTP path of the WebSocket endpoint (default /)
     #[argh(option, default = "String::from(\"/\")")]
     pub ws_route: String,
+    /// HTTP path of the Server-Sent Events endpoint (a GET on -ws-route
+    /// that accepts text/event-stream gets events too) (default: -ws-route
+    /// followed by events, e.g. /events)
+    #[argh(option)]
+    pub sse_route: Option<String>,
+    /// reconnection delay an EventSource is told to wait (default 3s)
+    #[argh(option, default = "Duration::from_secs(3)", from_str_fn(duration))]
+    pub sse_retry: Duration,
     /// comma-separated list of allowed Origins, e.g. https://example.com;
     /// required unless -ws-insecure (default none)
     #[argh(option, default = "String::new()")]
@@ -387,6 +397,10 @@ pub struct Args {
 pub struct Config {
     pub listen: SocketAddr,
     pub route: String,
+    /// `-sse-route`.
+    pub sse_route: String,
+    /// `-sse-retry`.
+    pub sse_retry: Duration,
     pub origins: OriginPolicy,
     pub heartbeat: Option<Duration>,
     pub ping_interval: Option<Duration>,
@@ -442,6 +456,7 @@ impl Config {
         // mistakes always reports the same one.
         let ip = listen_ip(&a.ws_host)?;
         check_route(&a.ws_route)?;
+        let sse_route = sse_route(&a)?;
         let origins = origin_policy(&a)?;
         let tls = pair(&a.tls_cert, &a.tls_key, "-tls-cert and -tls-key")?;
         let ping_interval = ping_interval(&a)?;
@@ -513,6 +528,8 @@ impl Config {
         Ok(Config {
             listen: SocketAddr::new(ip, a.ws_port),
             route: a.ws_route,
+            sse_route,
+            sse_retry: a.sse_retry,
             origins,
             heartbeat: a.ws_heartbeat.then_some(a.ws_heartbeat_interval),
             ping_interval,
@@ -634,6 +651,26 @@ fn listen_ip(host: &str) -> Result<IpAddr, String> {
         .map_err(|e| format!("invalid -ws-host {host:?}: {e}"))
 }
 
+/// `-sse-route`, by default `-ws-route` followed by `events` (`/` ->
+/// `/events`, `/ws` -> `/ws/events`); never the WebSocket route itself
+/// (that one serves events by `Accept` already).
+fn sse_route(a: &Args) -> Result<String, String> {
+    let route = match &a.sse_route {
+        Some(r) => r.clone(),
+        None if a.ws_route.ends_with('/') => format!("{}events", a.ws_route),
+        None => format!("{}/events", a.ws_route),
+    };
+    if !route.starts_with('/') || route.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "invalid -sse-route {route:?}: must be a path starting with /"
+        ));
+    }
+    if route == a.ws_route {
+        return Err("-sse-route must differ from -ws-route".into());
+    }
+    Ok(route)
+}
+
 /// `-ws-route`: a path, without query or fragment.
 fn check_route(route: &str) -> Result<(), String> {
     if !route.starts_with('/') || route.contains(['?', '#', ' ']) {
@@ -725,9 +762,11 @@ impl Config {
                 .map_or("none".into(), |p| p.display().to_string())
         };
         format!(
-            "ws-listen={} ws-route={} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-trusted-proxies={} auth={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-on-demand={} rs-max-payload={} rs-keepalive={:?} history={} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
+            "ws-listen={} ws-route={} sse-route={} sse-retry={:?} ws-origin={origins} ws-heartbeat={} ws-ping-interval={} ws-pong-timeout={:?} ws-handshake-timeout={:?} ws-queue-bytes={} ws-max-message={} ws-max-channels={} ws-trusted-proxies={} auth={} ws-max-connections={} ws-json-only={} ws-envelope={} ws-deflate={} redis={} rs-channel={} rs-on-demand={} rs-max-payload={} rs-keepalive={:?} history={} ps-log-file={} tls={} log-level={} log-format={} workers={} io={} shutdown-timeout={:?} metrics-addr={} publish-addr={} broker={}",
             self.listen,
             self.route,
+            self.sse_route,
+            self.sse_retry,
             opt(self.heartbeat),
             opt(self.ping_interval),
             self.pong_timeout,
@@ -1217,6 +1256,22 @@ mod tests {
         let c = parse(&["-ws-insecure"]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.route, "/");
+        assert_eq!(
+            (c.sse_route.as_str(), c.sse_retry),
+            ("/events", Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse(&["-ws-insecure", "-ws-route=/ws"]).unwrap().sse_route,
+            "/ws/events"
+        );
+        assert_eq!(
+            parse(&["-ws-insecure", "-ws-route=/ws/"])
+                .unwrap()
+                .sse_route,
+            "/ws/events"
+        );
+        assert!(parse(&["-ws-insecure", "-sse-route=events"]).is_err());
+        assert!(parse(&["-ws-insecure", "-sse-route=/"]).is_err());
         assert_eq!((c.redis.host.as_str(), c.redis.port), ("127.0.0.1", 6379));
         assert_eq!(c.channels.keys()[0].name, "pubsocketd");
         assert!(c.heartbeat.is_none() && c.log_file.is_none() && c.tls.is_none());
@@ -1260,6 +1315,8 @@ mod tests {
                 "ws-host" | "rs-host" | "broker-host" => "127.0.0.1",
                 "rs-channel-file" => "/dev/null",
                 "ws-route" => "/x",
+                "sse-route" => "/y",
+                "sse-retry" => "1s",
                 _ => "http://a.example",
             };
             let arg = format!("-{flag}={value}");

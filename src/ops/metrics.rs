@@ -157,7 +157,7 @@ fn connections(e: &mut Exposition, stats: &Stats, info: &Info) {
     e.one(
         "pubsocketd_connections_open",
         "gauge",
-        "WebSocket clients connected now.",
+        "Clients connected now (WebSocket and event streams).",
         load(&stats.open),
     );
     e.one(
@@ -169,8 +169,37 @@ fn connections(e: &mut Exposition, stats: &Stats, info: &Info) {
     e.one(
         "pubsocketd_connections_accepted_total",
         "counter",
-        "WebSocket upgrades accepted.",
+        "Clients accepted (WebSocket upgrades and event streams).",
         load(&stats.accepted),
+    );
+    let sse_open = load(&stats.sse_clients) + load(&stats.sse_named);
+    let sse_accepted = load(&stats.sse_accepted);
+    let by_transport = |ws: u64, sse: u64| {
+        vec![
+            ("{transport=\"ws\"}".to_string(), ws),
+            ("{transport=\"sse\"}".to_string(), sse),
+        ]
+    };
+    e.metric(
+        "pubsocketd_transport_connections_open",
+        "gauge",
+        "Clients connected now, by transport (ws: WebSocket, sse: Server-Sent Events).",
+        &by_transport(load(&stats.open).saturating_sub(sse_open), sse_open),
+    );
+    e.metric(
+        "pubsocketd_transport_connections_accepted_total",
+        "counter",
+        "Clients accepted, by transport.",
+        &by_transport(
+            load(&stats.accepted).saturating_sub(sse_accepted),
+            sse_accepted,
+        ),
+    );
+    e.one(
+        "pubsocketd_sse_skipped_total",
+        "counter",
+        "Messages not sent to event streams: binary payloads (not UTF-8) without -ws-envelope.",
+        load(&stats.sse_skipped),
     );
     let refused: Vec<(String, u64)> = stats
         .refusals()
@@ -368,6 +397,7 @@ mod tests {
         assert!(text.contains("pubsocketd_handshakes_refused_total{status=\"timeout\"} 1\n"));
         assert!(text.contains("pubsocketd_messages_received_total{channel=\"a\\\"b\"} 0\n"));
         assert!(text.contains("# TYPE pubsocketd_connections_open gauge\n"));
+        assert!(text.contains("pubsocketd_transport_connections_open{transport=\"sse\"} 0\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<u64>().is_ok(), "{line}");

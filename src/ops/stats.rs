@@ -42,6 +42,13 @@ pub struct Stats {
     /// those of them that negotiated permessage-deflate.
     pub v1_clients: AtomicU64,
     pub v1_deflate: AtomicU64,
+    /// Event-stream clients, by the event form they take (the encoder
+    /// builds each form only while someone takes it).
+    pub sse_clients: AtomicU64,
+    pub sse_named: AtomicU64,
+    /// Event streams opened, and messages not sent to them (binary).
+    pub sse_accepted: AtomicU64,
+    pub sse_skipped: AtomicU64,
     /// Clients per concrete channel chosen under a pattern, for
     /// `/channels`. Locked at connect and close only, never per message.
     chosen_channels: Mutex<HashMap<Bytes, u64>>,
@@ -152,6 +159,10 @@ impl Stats {
             deflate_everyone: AtomicU64::new(0),
             v1_clients: AtomicU64::new(0),
             v1_deflate: AtomicU64::new(0),
+            sse_clients: AtomicU64::new(0),
+            sse_named: AtomicU64::new(0),
+            sse_accepted: AtomicU64::new(0),
+            sse_skipped: AtomicU64::new(0),
             chosen_channels: Mutex::default(),
             history: HistoryCounters::default(),
         }
@@ -213,6 +224,14 @@ impl Stats {
         step(&self.v1_clients);
         if deflate {
             step(&self.v1_deflate);
+        }
+    }
+
+    /// Counts an event-stream client in (or out of) the event form counts.
+    pub fn sse_of(&self, named: bool, joined: bool) {
+        match named {
+            true => step(&self.sse_named, joined),
+            false => step(&self.sse_clients, joined),
         }
     }
 

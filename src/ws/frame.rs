@@ -55,6 +55,17 @@ pub fn encode_deflated(opcode: u8, compressed: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// The opcode and payload of a frame this module built (final, unmasked,
+/// uncompressed): how a replay gets a kept message's payload back.
+pub fn opened(frame: &[u8]) -> Option<(u8, &[u8])> {
+    let start = match frame.get(1)? & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    Some((frame[0] & 0x0F, frame.get(start..)?))
+}
+
 /// The opcode of a relayed payload: text when it is valid UTF-8 (what
 /// browsers expect for JSON), binary otherwise, so nothing is lost.
 pub fn data_opcode(payload: &[u8]) -> u8 {
@@ -86,6 +97,18 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opened_gives_back_the_payload() {
+        for len in [0, 125, 126, 65535, 65536] {
+            let payload = vec![b'x'; len];
+            let f = encode(OP_TEXT, &payload);
+            assert_eq!(opened(&f), Some((OP_TEXT, &payload[..])));
+        }
+        assert_eq!(opened(&encode(OP_BINARY, b"\xff")).unwrap().0, OP_BINARY);
+        assert_eq!(opened(b"\x81"), None);
+        assert_eq!(opened(b"\x81\x7e\x00"), None);
+    }
 
     #[test]
     fn header_sizes() {

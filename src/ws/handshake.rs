@@ -40,6 +40,25 @@ pub struct Accepted {
     pub deflate_offered: bool,
     /// The subprotocol agreed on, from the client's offers.
     pub protocol: Protocol,
+    /// Not an upgrade: the client asked for Server-Sent Events (`accept`
+    /// is then empty).
+    pub sse: Option<EventStream>,
+}
+
+/// A request for Server-Sent Events.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EventStream {
+    /// The `Last-Event-ID` header: the last event a reconnecting
+    /// `EventSource` saw (it wins over `?since=`).
+    pub last_event_id: Option<Box<[u8]>>,
+}
+
+/// The paths the relay answers on: the WebSocket route (where a GET that
+/// accepts `text/event-stream` also gets events) and the events route.
+#[derive(Debug, Clone, Copy)]
+pub struct Routes<'a> {
+    pub ws: &'a str,
+    pub sse: &'a str,
 }
 
 /// What a client speaks, from its `Sec-WebSocket-Protocol` offers.
@@ -151,7 +170,11 @@ pub fn accept_key(key: &[u8]) -> String {
 ///
 /// `Ok(None)` means the head is not complete yet; the caller reads more, or
 /// answers 431 once `buf` holds [`MAX_REQUEST`] bytes (see [`too_large`]).
-pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<Accepted>, Refusal> {
+pub fn parse(
+    buf: &[u8],
+    routes: Routes<'_>,
+    origins: &OriginPolicy,
+) -> Result<Option<Accepted>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(buf) {
@@ -185,10 +208,15 @@ pub fn parse(buf: &[u8], route: &str, origins: &OriginPolicy) -> Result<Option<A
             .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
             .map(|h| h.value),
     );
-    check(&req, &heads, route, origins)
-        .map(|(accept, query)| {
+    check(&req, &heads, routes, origins)
+        .map(|(wants, query)| {
+            let (accept, sse) = match wants {
+                Wants::WebSocket(accept) => (accept, None),
+                Wants::Events => (String::new(), Some(event_stream(&heads))),
+            };
             Some(Accepted {
                 accept,
+                sse,
                 consumed,
                 claimed: claimed.clone(),
                 presented,
@@ -209,23 +237,41 @@ pub fn too_large() -> Refusal {
     Refusal::new(431, format!("request head over {MAX_REQUEST} bytes"))
 }
 
-/// Validates a complete head; returns the accept value and the query.
+/// What a valid request asks for.
+enum Wants {
+    /// The upgrade, with its `Sec-WebSocket-Accept` value.
+    WebSocket(String),
+    /// An event stream.
+    Events,
+}
+
+/// The `Last-Event-ID` of an event stream request.
+fn event_stream(heads: &Heads<'_, '_>) -> EventStream {
+    let last = heads.one(b"last-event-id").map(trim);
+    EventStream {
+        last_event_id: last.filter(|v| !v.is_empty()).map(Box::from),
+    }
+}
+
+/// Validates a complete head; returns what it asks for and the query.
 fn check(
     req: &httparse::Request<'_, '_>,
     heads: &Heads<'_, '_>,
-    route: &str,
+    routes: Routes<'_>,
     origins: &OriginPolicy,
-) -> Result<(String, String), Refusal> {
+) -> Result<(Wants, String), Refusal> {
     let target = req.path.unwrap_or("");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if path != route {
-        return Err(Refusal::new(
-            404,
-            format!("no WebSocket endpoint at {path}"),
-        ));
+    let events_route = path == routes.sse;
+    if path != routes.ws && !events_route {
+        return Err(Refusal::new(404, format!("no endpoint at {path}")));
     }
     if req.method != Some("GET") {
-        return Err(Refusal::new(405, "only GET can be upgraded"));
+        let only = match events_route {
+            true => "only GET opens an event stream",
+            false => "only GET can be upgraded",
+        };
+        return Err(Refusal::new(405, only));
     }
     if req.version != Some(1) {
         return Err(Refusal::new(400, "HTTP/1.1 or later is required"));
@@ -233,7 +279,12 @@ fn check(
     if heads.one(b"host").is_none() {
         return Err(Refusal::new(400, "missing Host header"));
     }
-    if !heads.has_token(b"upgrade", "websocket") {
+    let upgrade = heads.has_token(b"upgrade", "websocket");
+    if events_route || (!upgrade && heads.accepts(b"text/event-stream")) {
+        check_origin(heads, origins)?;
+        return Ok((Wants::Events, query.to_string()));
+    }
+    if !upgrade {
         return Err(Refusal::new(426, "this endpoint speaks WebSocket only"));
     }
     if !heads.has_token(b"connection", "upgrade") {
@@ -259,14 +310,19 @@ fn check(
             "Sec-WebSocket-Key is not 16 bytes of base64",
         ));
     }
+    check_origin(heads, origins)?;
+    Ok((Wants::WebSocket(accept_key(key)), query.to_string()))
+}
+
+/// The `Origin` header against `-ws-origin` (403 when refused).
+fn check_origin(heads: &Heads<'_, '_>, origins: &OriginPolicy) -> Result<(), Refusal> {
     let origin = match heads.all(b"origin") {
         (0 | 1, value) => value,
         _ => return Err(Refusal::new(403, "repeated Origin header")),
     };
     origins
         .check(origin)
-        .map_err(|r: OriginRefusal| Refusal::new(403, r.to_string()))?;
-    Ok((accept_key(key), query.to_string()))
+        .map_err(|r: OriginRefusal| Refusal::new(403, r.to_string()))
 }
 
 /// A key is the base64 encoding of exactly 16 bytes.
@@ -303,6 +359,17 @@ impl<'b> Heads<'_, 'b> {
         (first.map_or(0, |_| 1 + it.count()), first)
     }
 
+    /// Whether an `Accept` header lists the media type `media` (its
+    /// parameters and quality ignored).
+    fn accepts(&self, media: &[u8]) -> bool {
+        self.0
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("accept"))
+            .flat_map(|h| h.value.split(|b| *b == b','))
+            .map(|t| t.split(|b| *b == b';').next().unwrap_or_default())
+            .any(|t| trim(t).eq_ignore_ascii_case(media))
+    }
+
     /// Whether any `name` header lists `token` (comma-separated, any case).
     fn has_token(&self, name: &[u8], token: &str) -> bool {
         self.0
@@ -319,6 +386,10 @@ mod tests {
     use crate::ws::origin::Origin;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const ROUTES: Routes = Routes {
+        ws: "/ws",
+        sse: "/ws/events",
+    };
 
     fn allow() -> OriginPolicy {
         OriginPolicy::List(vec![Origin::parse("http://a.example").unwrap()])
@@ -329,7 +400,7 @@ mod tests {
     }
 
     fn status(raw: &str) -> u16 {
-        parse(raw.as_bytes(), "/ws", &allow()).unwrap_err().status
+        parse(raw.as_bytes(), ROUTES, &allow()).unwrap_err().status
     }
 
     #[test]
@@ -341,7 +412,7 @@ mod tests {
     fn accepts_a_valid_upgrade_and_reports_what_follows() {
         let mut raw = req("X-Real-IP: 10.1.2.3\r\n").into_bytes();
         raw.push(0x81);
-        let ok = parse(&raw, "/ws", &allow()).unwrap().unwrap();
+        let ok = parse(&raw, ROUTES, &allow()).unwrap().unwrap();
         assert_eq!(ok.consumed, raw.len() - 1);
         assert_eq!(ok.claimed.real_ip.as_deref(), Some(&b"10.1.2.3"[..]));
         assert_eq!(ok.query, "x=1");
@@ -352,7 +423,7 @@ mod tests {
     fn partial_heads_wait_for_more() {
         let raw = req("");
         for cut in 0..raw.len() - 1 {
-            assert_eq!(parse(&raw.as_bytes()[..cut], "/ws", &allow()), Ok(None));
+            assert_eq!(parse(&raw.as_bytes()[..cut], ROUTES, &allow()), Ok(None));
         }
     }
 
@@ -367,7 +438,7 @@ mod tests {
         );
         let v8 = req("").replace("Version: 13", "Version: 8");
         assert_eq!(status(&v8), 426);
-        let refusal = parse(v8.as_bytes(), "/ws", &allow()).unwrap_err();
+        let refusal = parse(v8.as_bytes(), ROUTES, &allow()).unwrap_err();
         let resp = String::from_utf8(refusal.response()).unwrap();
         assert!(resp.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(resp.contains("Sec-WebSocket-Version: 13\r\n"));
@@ -392,6 +463,31 @@ mod tests {
             403
         );
         assert_eq!(status("\x16\x03\x01\x02\x00garbage\r\n\r\n"), 400);
+    }
+
+    fn events(raw: &str) -> Result<Option<Accepted>, Refusal> {
+        parse(raw.as_bytes(), ROUTES, &allow())
+    }
+
+    #[test]
+    fn event_streams_on_their_route_or_by_accept() {
+        let on_route = "GET /ws/events?channel=a HTTP/1.1\r\nHost: h\r\nOrigin: http://a.example\r\nLast-Event-ID: a:1-2\r\n\r\n";
+        let ok = events(on_route).unwrap().unwrap();
+        let sse = ok.sse.expect("an event stream");
+        assert_eq!(sse.last_event_id.as_deref(), Some(&b"a:1-2"[..]));
+        assert_eq!((ok.query.as_str(), ok.accept.as_str()), ("channel=a", ""));
+        let by_accept = "GET /ws HTTP/1.1\r\nHost: h\r\nAccept: text/html, Text/Event-Stream;q=0.9\r\nOrigin: http://a.example\r\nLast-Event-ID: \r\n\r\n";
+        let ok = events(by_accept).unwrap().unwrap();
+        assert_eq!(ok.sse, Some(EventStream::default()));
+        // An upgrade that also accepts events is an upgrade.
+        let both = req("Accept: text/event-stream\r\n");
+        assert!(events(&both).unwrap().unwrap().sse.is_none());
+        let status = |raw: &str| events(raw).unwrap_err().status;
+        assert_eq!(status(&by_accept.replace("Text/Event-Stream", "a/b")), 426);
+        assert_eq!(status(&on_route.replace("GET", "POST")), 405);
+        assert_eq!(status(&on_route.replace("a.example", "b.example")), 403);
+        assert_eq!(status(&on_route.replace("Host: h\r\n", "")), 400);
+        assert_eq!(status(&on_route.replace("/ws/events", "/events")), 404);
     }
 
     #[test]
