@@ -133,7 +133,24 @@ impl Sse {
     }
 
     fn from_source(source: Source) -> Sse {
-        let mut s = Sse {
+        let mut s = Sse::unread(source);
+        assert!(
+            s.read_head(PATIENCE),
+            "no response head: {:?}",
+            String::from_utf8_lossy(&s.buf)
+        );
+        s
+    }
+
+    /// Sends `request` on a connected socket and reads nothing yet (see
+    /// [`Sse::read_head`]).
+    pub fn sent(sock: TcpStream, request: &str) -> Sse {
+        (&sock).write_all(request.as_bytes()).unwrap();
+        Sse::unread(Source::Tcp(sock))
+    }
+
+    fn unread(source: Source) -> Sse {
+        Sse {
             source,
             head: String::new(),
             status: 0,
@@ -141,31 +158,36 @@ impl Sse {
             eof: false,
             chunked: None,
             complete: false,
-        };
+        }
+    }
+
+    /// Reads the response head, waiting at most `timeout`: false if it has
+    /// not come by then.
+    pub fn read_head(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let end = loop {
-            if let Some(i) = s.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            assert!(
-                s.fill(PATIENCE),
-                "no response head: {:?}",
-                String::from_utf8_lossy(&s.buf)
-            );
-            assert!(!s.eof, "closed before the head: {:?}", s.buf);
+            assert!(!self.eof, "closed before the head: {:?}", self.buf);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.fill(left) {
+                return false;
+            }
         };
-        s.head = String::from_utf8(s.buf.drain(..end).collect()).expect("a UTF-8 head");
-        s.status = s
+        self.head = String::from_utf8(self.buf.drain(..end).collect()).expect("a UTF-8 head");
+        self.status = self
             .head
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {:?}", s.head));
-        let te = s.header("Transfer-Encoding").unwrap_or_default();
+            .unwrap_or_else(|| panic!("no status in {:?}", self.head));
+        let te = self.header("Transfer-Encoding").unwrap_or_default();
         if te.eq_ignore_ascii_case("chunked") {
-            s.chunked = Some(std::mem::take(&mut s.buf));
-            s.dechunk();
+            self.chunked = Some(std::mem::take(&mut self.buf));
+            self.dechunk();
         }
-        s
+        true
     }
 
     /// Moves the complete chunks into `buf`; the last chunk ends the
@@ -307,6 +329,25 @@ impl Sse {
                 Err(()) => panic!("the stream did not end; so far {out:?}"),
             }
         }
+    }
+
+    /// Reads up to the event whose data is `data`; returns the events.
+    pub fn until(&mut self, data: &str) -> Vec<Event> {
+        let mut out = vec![self.event()];
+        while out.last().unwrap().data.as_deref() != Some(data) {
+            out.push(self.event());
+        }
+        out
+    }
+
+    /// The body as text, read to the end (a refusal's).
+    pub fn body(&mut self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.eof {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(self.fill(left), "the body did not end: {:?}", self.buf);
+        }
+        String::from_utf8(std::mem::take(&mut self.buf)).expect("a UTF-8 body")
     }
 
     /// Makes sure the client receives what is published from now on: see
