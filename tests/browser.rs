@@ -1189,3 +1189,150 @@ async fn module_resumes_a_channel_under_a_subscribed_pattern() {
     client.close().await.expect("end the browser session");
     drop(driver);
 }
+
+/// A message of the SSE mode's feed: (data-raw, data-id, data-channel,
+/// class).
+async fn sse_feed(client: &Client) -> Vec<(String, String, String, String)> {
+    let v = eval(
+        client,
+        r##"return Array.from(document.querySelectorAll("#feedback .message")).map((e) =>
+             [e.getAttribute("data-raw"), e.getAttribute("data-id") || "",
+              e.getAttribute("data-channel") || "", e.className]);"##,
+    )
+    .await;
+    let rows = v.as_array().expect("the feed").iter();
+    rows.map(|m| {
+        let f = |i: usize| m[i].as_str().unwrap_or_default().to_string();
+        (f(0), f(1), f(2), f(3))
+    })
+    .collect()
+}
+
+/// `protocol=sse`: the page reads the relay with the browser's EventSource.
+/// Under `-rs-mode=stream` the relay is stopped (SIGTERM: the closing
+/// comment, then the end) and entries are added while none runs; the relay
+/// is started again on the same port, EventSource reconnects by itself
+/// after the relay's `retry:` with `Last-Event-ID`, and the relay reads
+/// what it missed from Redis: the page shows every entry exactly once, in
+/// order, with Redis' IDs, then "news: recovered", then live ones — with
+/// the one EventSource it made, and one connection to the new relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_mode_resumes_by_itself_across_a_relay_restart() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let ws_port = format!("-ws-port={}", free_port());
+    let rs_port = redis.port().to_string();
+    let args = [
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &rs_port,
+        "-rs-mode=stream",
+        "-rs-channel=news",
+        &ws_port,
+    ];
+    // XADD news * data "<text>": the ID Redis gave.
+    let xadd = |text: &str| -> String {
+        let data = format!("\"{text}\"");
+        match redis.command(&[b"XADD", b"news", b"*", b"data", data.as_bytes()]) {
+            Resp::Bulk(Some(id)) => String::from_utf8(id).unwrap(),
+            other => panic!("XADD news: {other:?}"),
+        }
+    };
+    xadd("n0"); // before any relay: not shown
+    let mut relay = Relay::start(&args);
+    wait_log(&relay, "[redis] reading streams");
+    let sse_url = format!("http://127.0.0.1:{}/events?channel=news", relay.port);
+    let client = driver.session().await;
+    client
+        .goto(&format!("{origin}/index.html?protocol=sse&url={sse_url}"))
+        .await
+        .expect("load the page");
+    wait_view(&client, "state open", |v| v.state == "open").await;
+    assert_eq!(
+        eval(&client, "return document.getElementById('mode').value;").await,
+        "sse"
+    );
+    // Probes until one is shown: from then on the relay has the client.
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while view(&client).await.messages.is_empty() {
+        assert!(Instant::now() < deadline, "no probe shown");
+        ids.push(xadd(&format!("probe-{}", ids.len() + 1)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let probes = ids.len();
+    wait_view(&client, "every probe", |v| v.messages.len() == probes).await;
+    ids.push(xadd("n1"));
+    ids.push(xadd("n2"));
+    wait_view(&client, "n1 and n2", |v| v.messages.len() == probes + 2).await;
+
+    relay.signal(libc::SIGTERM);
+    let status = relay
+        .wait_exit(PATIENCE)
+        .expect("the relay exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    wait_view(&client, "the reconnecting state", |v| {
+        v.state == "reconnecting (EventSource retries)"
+    })
+    .await;
+    ids.extend(["n3", "n4", "n5"].map(xadd));
+    let relay = Relay::start(&args);
+    wait_log(&relay, "[redis] reading streams");
+    let recovered = |v: &View| v.messages.iter().any(|m| m.3.contains("recovered"));
+    wait_view(&client, "the recovery line", recovered).await;
+    assert_eq!(view(&client).await.state, "open");
+    ids.push(xadd("n6"));
+    let v = wait_view(&client, "n6", |v| {
+        v.messages.iter().any(|m| m.1.contains("n6"))
+    })
+    .await;
+
+    let feed = sse_feed(&client).await;
+    let shown: Vec<(String, String)> = feed
+        .iter()
+        .filter(|m| m.3 == "message")
+        .map(|m| (m.0.clone(), m.1.clone()))
+        .collect();
+    let texts: Vec<String> = (1..=probes)
+        .map(|k| format!("probe-{k}"))
+        .chain(["n1", "n2", "n3", "n4", "n5", "n6"].map(String::from))
+        .collect();
+    let expected: Vec<(String, String)> = texts
+        .iter()
+        .zip(&ids)
+        .map(|(text, id)| (format!("\"{text}\""), id.clone()))
+        .collect();
+    assert_eq!(shown, expected, "every entry once, in order, with its ID");
+    assert!(
+        feed.iter().all(|m| m.2.is_empty()),
+        "unnamed events: {feed:#?}"
+    );
+    let line = (
+        r#"{"channel":"news","recovered":true}"#.to_string(),
+        String::new(),
+        String::new(),
+        "message recovered".to_string(),
+    );
+    let at = feed.iter().position(|m| *m == line);
+    assert_eq!(feed.iter().filter(|m| **m == line).count(), 1, "{feed:#?}");
+    let at = at.unwrap();
+    assert_eq!(feed[at - 1].0, "\"n5\"", "after the replay: {feed:#?}");
+    assert_eq!(feed[at + 1].0, "\"n6\"", "before the live ones: {feed:#?}");
+    assert_eq!(feed.len(), probes + 7, "nothing else: {feed:#?}");
+    assert!(v.detail.contains("news: recovered"), "{v:#?}");
+    assert_eq!(eval(&client, "return window.eventSources;").await, 1);
+    assert_eq!(relay.stdout.count("[connect] OK (events)"), 1);
+    eval(
+        &client,
+        "document.querySelector('#feedback .message:last-child').scrollIntoView();",
+    )
+    .await;
+    let shot = screenshot(&client, "browser-sse-recovered.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    client.close().await.expect("end the browser session");
+    drop(driver);
+    eprintln!("second relay's log:\n{}", relay.stdout.all().join("\n"));
+}
