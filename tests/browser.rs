@@ -1336,3 +1336,72 @@ async fn sse_mode_resumes_by_itself_across_a_relay_restart() {
     drop(driver);
     eprintln!("second relay's log:\n{}", relay.stdout.all().join("\n"));
 }
+
+/// The production layout of `contrib/nginx-pubsocketd.conf`: one nginx
+/// serves the page (at `/`) and proxies the relay (at `/ws/`), so the page
+/// and the relay share an origin, which `-ws-origin` names. The page reads
+/// news over a WebSocket and over SSE (a relative url). A same-origin
+/// EventSource sends no `Origin` header (Fetch adds it to a GET only for a
+/// cross-origin request), and the relay refuses a request without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the relay refuses a same-origin EventSource: 403 missing Origin header"]
+async fn demo_page_behind_nginx_on_one_origin() {
+    use common::nginx::{Extra, Nginx};
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let relay_port = free_port();
+    let extra = Extra {
+        location: "",
+        server: "    location / {\n        root @PREFIX@/www;\n    }\n",
+    };
+    let nginx = Nginx::start(relay_port, extra);
+    nginx.copy_demo_page();
+    let origin = format!("http://127.0.0.1:{}", nginx.port);
+    let relay = Relay::start(&[
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &redis.port().to_string(),
+        "-rs-channel=news",
+        "-ws-route=/ws/",
+        &format!("-ws-port={relay_port}"),
+    ]);
+    relay.wait_subscribed(1);
+    let client = driver.session().await;
+    for (query, connect) in [
+        (
+            format!("url=ws://127.0.0.1:{}/ws/?channel=news", nginx.port),
+            "[connect] OK",
+        ),
+        (
+            "protocol=sse&url=/ws/events?channel=news".to_string(),
+            "[connect] OK (events)",
+        ),
+    ] {
+        client
+            .goto(&format!("{origin}/index.html?{query}"))
+            .await
+            .expect("load the page");
+        let v = wait_view(&client, "open, or a refusal", |v| {
+            v.state == "open" || v.state.starts_with("reconnecting in")
+        })
+        .await;
+        assert_eq!(
+            v.state,
+            "open",
+            "{query}: {v:#?}\nrelay: {:#?}",
+            relay.stdout.all()
+        );
+        wait_log(&relay, connect);
+        // Published until shown: the relay may not have the client yet.
+        let deadline = Instant::now() + PATIENCE;
+        while view(&client).await.messages.is_empty() {
+            assert!(Instant::now() < deadline, "{query}: nothing shown");
+            redis.publish("news", b"\"same origin\"");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(view(&client).await.messages[0].1, "\"same origin\"");
+    }
+    client.close().await.expect("end the browser session");
+    drop(driver);
+}
