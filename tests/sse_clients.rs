@@ -491,3 +491,77 @@ fn a_forged_last_event_id_is_not_echoed() {
     };
     assert!(!lines.concat().contains("script"), "{}{lines:?}", s.head);
 }
+
+/// A stream of two channels names each event after its channel, and its
+/// IDs `<channel>:<id>`; EventSource (and httpx-sse) send back the last one
+/// only, whichever channel it was of. Coming back with it, the client gets
+/// what it missed of both channels, each once and in order (none of what it
+/// had), and `recovered:true` for both.
+#[test]
+fn the_last_event_id_of_one_channel_resumes_the_other_too() {
+    let redis = RedisServer::start();
+    let r = Relay::insecure(
+        redis.port(),
+        &["-rs-channel=news,alerts", "-history=100", "-workers=1"],
+    );
+    r.wait_subscribed(1);
+    let mut witness = Sse::open(&r.addr(), "/events?channel=news", "");
+    witness.ready(&redis, "news");
+    let url = format!("http://{}/events?channel=news&channel=alerts", r.addr());
+    let (first, _) = python_client(&url, "a1", None);
+    assert_eq!(first.json()["retry"], 3000);
+    python_ready(&redis, "news", &first);
+    redis.publish("news", b"n1");
+    redis.publish("alerts", b"a1");
+    let got = python_until(&first, "a1");
+    first.finish();
+    let n1 = &got[got.len() - 2];
+    let a1 = &got[got.len() - 1];
+    assert_eq!((&n1["event"], &n1["data"]), (&json!("news"), &json!("n1")));
+    assert_eq!(
+        (&a1["event"], &a1["data"]),
+        (&json!("alerts"), &json!("a1"))
+    );
+    let a1_id = a1["id"].as_str().unwrap().to_string();
+    assert!(a1_id.starts_with("alerts:"), "{a1_id}");
+    assert!(n1["id"].as_str().unwrap().starts_with("news:"), "{n1}");
+
+    for (channel, data) in [("news", "n2"), ("alerts", "a2"), ("news", "n3")] {
+        redis.publish(channel, data.as_bytes());
+    }
+    while witness.next_event().data.as_deref() != Some("n3") {}
+    let (back, _) = python_client(&url, "live", Some(&a1_id));
+    assert_eq!(back.json()["retry"], 3000);
+    let mut got = Vec::new();
+    let mut recovered = Vec::new();
+    while recovered.len() < 2 {
+        let v = back.json();
+        match v["event"].as_str().unwrap() {
+            "recovered" => {
+                recovered.push(serde_json::from_str::<Value>(v["data"].as_str().unwrap()).unwrap())
+            }
+            name => got.push(format!("{name} {}", v["data"].as_str().unwrap())),
+        }
+    }
+    redis.publish("news", b"live");
+    let last = python_until(&back, "live");
+    back.finish();
+    assert_eq!(last.len(), 1, "nothing more before the live one: {last:?}");
+    let of = |channel: &str| -> Vec<String> {
+        got.iter()
+            .filter(|g| g.starts_with(&format!("{channel} ")))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(of("news"), ["news n2", "news n3"], "{got:?}");
+    assert_eq!(of("alerts"), ["alerts a2"], "{got:?}");
+    assert_eq!(got.len(), 3, "{got:?}");
+    recovered.sort_by_key(|v| v["channel"].as_str().unwrap().to_string());
+    assert_eq!(
+        recovered,
+        [
+            json!({"channel": "alerts", "recovered": true}),
+            json!({"channel": "news", "recovered": true})
+        ]
+    );
+}
