@@ -15,7 +15,7 @@ mod common;
 use common::nginx::{Extra, Nginx, CLIENT_IP};
 use common::redis::RedisServer;
 use common::relay::Relay;
-use common::sse::{self, Sse};
+use common::sse_wire::{self as sse, Sse};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::{self, Message};

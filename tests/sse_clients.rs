@@ -11,7 +11,7 @@ mod common;
 
 use common::redis::RedisServer;
 use common::relay::Relay;
-use common::sse::{self, header, header_count, Sse};
+use common::sse_wire::{self as sse, header, header_count, Sse};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -221,6 +221,13 @@ impl History {
         Some(ring[at].serial)
     }
 
+    /// Whether `id` is older than every message of `channel` kept: what
+    /// came after it may be kept, but what came between is gone.
+    pub fn before_all(&self, channel: &[u8], id: Id) -> bool {
+        let front = self.channels.get(channel).and_then(VecDeque::front);
+        front.is_some_and(|k| id < k.id)
+    }
+
     /// The channels kept, each with a message.
     pub fn channels(&self) -> impl Iterator<Item = &Bytes> {
         self.channels.keys()

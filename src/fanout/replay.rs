@@ -158,9 +158,10 @@ impl Worker {
     /// client had every message up to that one, of all its channels (one
     /// connection gets them in the order they came). So the other channels
     /// it reads resume from that point of this worker's order of arrival;
-    /// each says whether it is whole. When the message is no longer kept,
-    /// the point is unknown: the other channels it reads hear
-    /// `recovered:false`.
+    /// each says whether it is whole. When the message is no longer kept
+    /// but is older than what is (the client was away long), they get all
+    /// that is kept, not whole; an ID unknown otherwise (another relay's, a
+    /// newer one) replays nothing, and they hear `recovered:false`.
     pub(crate) fn resume_around(&self, c: &Conn, channel: &[u8], id: Id) {
         let history = self.history.borrow();
         let Some(h) = history.as_ref() else {
@@ -168,14 +169,18 @@ impl Worker {
         };
         let channels = self.ctx.channels.get();
         let sel = c.selection();
-        let Some(cut) = h.serial_of(channel, id) else {
-            drop(history);
-            for name in names_read(&channels, sel.as_deref(), b"") {
-                if name != channel {
-                    tell_recovered(c, &name, false);
+        let (cut, known) = match h.serial_of(channel, id) {
+            Some(cut) => (cut, true),
+            None if h.before_all(channel, id) => (0, false),
+            None => {
+                drop(history);
+                for name in names_read(&channels, sel.as_deref(), b"") {
+                    if name != channel {
+                        tell_recovered(c, &name, false);
+                    }
                 }
+                return;
             }
-            return;
         };
         let mut others: Vec<&Bytes> = h
             .channels()
@@ -184,7 +189,8 @@ impl Worker {
         others.sort();
         let mut tally = Tally::default();
         for other in others {
-            let replay = h.replay_after(other, cut, id, c.form().uncompressed());
+            let mut replay = h.replay_after(other, cut, id, c.form().uncompressed());
+            replay.recovered &= known;
             if !replay.frames.is_empty() || !replay.recovered {
                 self.replay_to(c, other, replay, &mut tally);
             }

@@ -5,3 +5,4 @@ pub mod nginx;
 pub mod redis;
 pub mod relay;
 pub mod sse;
+pub mod sse_wire;

@@ -5,7 +5,7 @@
 //! Needs Debian's nginx (run `.ci/install-test-deps`).
 
 use super::redis::free_port;
-use super::sse::{self, Sse};
+use super::sse_wire::{self as sse, Sse};
 use socket2::{Domain, Socket, Type};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
