@@ -33,7 +33,8 @@ pub struct Extra<'a> {
 }
 
 /// The shipped configuration, with its listen line and the upstream's
-/// server line pointed at `listen` and `relay`, and `extra` added.
+/// server line pointed at `listen` and `relay`, its log in nginx's
+/// temporary directory, and `extra` added.
 pub fn configuration(listen: u16, relay: u16, extra: Extra<'_>) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/nginx-pubsocketd.conf");
     let text =
@@ -47,6 +48,10 @@ pub fn configuration(listen: u16, relay: u16, extra: Extra<'_>) -> String {
         (
             "    server 127.0.0.1:8080;\n",
             format!("    server 127.0.0.1:{relay};\n"),
+        ),
+        (
+            " /var/log/nginx/pubsocketd.log ",
+            " @PREFIX@/pubsocketd.log ".to_string(),
         ),
         (
             "    location /ws/ {\n",
