@@ -420,7 +420,9 @@ async fn demo_page_subscribes_with_v1() {
 
 /// Under `-auth=jwt`, Chromium's WebSocket connects with the token in the
 /// subprotocol offer (beside `pubsocketd.v1`, and beside `pubsocketd.raw`)
-/// and in a cookie, and is refused without one.
+/// and in a cookie, and is refused without one; its EventSource (the SSE
+/// mode) with the token in the URL, and in the cookie (cross-origin, with
+/// credentials).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_page_with_a_token() {
     let driver = ChromeDriver::start();
@@ -460,17 +462,38 @@ async fn demo_page_with_a_token() {
         ),
         (format!("token={token}"), "n2", "\"n2\""),
         (format!("token={token}&cookie=jwt"), "n3", "\"n3\""),
+        // EventSource: the token in ?token=, then in the cookie (sent with
+        // withCredentials, which needs Access-Control-Allow-Credentials).
+        (format!("protocol=sse&token={token}"), "n4", "\"n4\""),
+        (
+            format!("protocol=sse&token={token}&cookie=jwt"),
+            "n5",
+            "\"n5\"",
+        ),
     ] {
         client
             .goto(&format!("{origin}/index.html?{query}&url={ws_url}"))
             .await
             .expect("load the page");
         wait_view(&client, "state open", |v| v.state == "open").await;
-        redis.publish("news", format!("\"{sent}\"").as_bytes());
-        let v = wait_view(&client, "the message", |v| !v.messages.is_empty()).await;
+        // Published until shown: the relay may not have the client yet.
+        let deadline = Instant::now() + PATIENCE;
+        let v = loop {
+            redis.publish("news", format!("\"{sent}\"").as_bytes());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let v = view(&client).await;
+            if !v.messages.is_empty() {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "{query}: nothing shown: {v:#?}");
+        };
         assert_eq!(v.messages[0].1, shown, "{query}");
     }
     assert_eq!(relay.stdout.count("[connect] OK sub=\"browser\""), 3);
+    assert_eq!(
+        relay.stdout.count("[connect] OK (events) sub=\"browser\""),
+        2
+    );
     assert!(relay
         .stdout
         .all()
