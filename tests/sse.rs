@@ -368,3 +368,37 @@ fn limits_auth_and_refusals_are_the_websocket_ones() {
     let post = raw_exchange(&r.addr(), b"POST /events HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status_of(&post), 405, "{post}");
 }
+
+#[test]
+fn origins_are_checked_and_preflights_answered() {
+    let redis = RedisServer::start();
+    let port = format!("-rs-port={}", redis.port());
+    let r = Relay::start(&[&port, "-rs-channel=news", "-ws-origin=https://app.example"]);
+    r.wait_subscribed(1);
+    let ok = sse::open(&r.addr(), "/events", "Origin: https://app.example\r\n");
+    assert_eq!(ok.status(), 200, "{}", ok.head);
+    assert!(ok
+        .head
+        .contains("Access-Control-Allow-Origin: https://app.example\r\nVary: Origin\r\n"));
+    assert!(!ok.head.contains("Allow-Credentials"), "no -auth-cookie");
+    for refused in ["Origin: https://evil.example\r\n", ""] {
+        let s = sse::open(&r.addr(), "/events", refused);
+        assert_eq!(s.status(), 403, "{refused:?}: {}", s.head);
+    }
+    let preflight = |origin: &str| {
+        let req = format!(
+            "OPTIONS /events HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: authorization\r\n\r\n"
+        );
+        raw_exchange(&r.addr(), req.as_bytes())
+    };
+    let answer = preflight("https://app.example");
+    assert_eq!(status_of(&answer), 204, "{answer}");
+    for h in [
+        "Access-Control-Allow-Origin: https://app.example\r\n",
+        "Access-Control-Allow-Methods: GET\r\n",
+        "Access-Control-Allow-Headers: Authorization, Last-Event-ID, Cache-Control\r\n",
+    ] {
+        assert!(answer.contains(h), "{h} in {answer}");
+    }
+    assert_eq!(status_of(&preflight("https://evil.example")), 403);
+}

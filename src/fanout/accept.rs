@@ -189,6 +189,12 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     let mut filled = 0;
     let request = timeout_at(deadline, read_request(stream, &mut buf, &mut filled, ctx)).await;
     let admitted = match request {
+        Ok(Some(Ok(acc))) if acc.sse.as_ref().is_some_and(|s| s.preflight) => {
+            let response = head::preflight(cors(&acc, ctx));
+            debug!(ctx.log, "[-][{addr}][handshake] CORS preflight answered");
+            http::answer_and_close(stream, &response, REFUSAL_LINGER).await;
+            return None;
+        }
         Ok(Some(Ok(acc))) => admit(acc, ctx, addr, deadline).await,
         Ok(Some(Err(refusal))) => Err(refusal),
         Ok(None) => {
@@ -263,14 +269,18 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
 fn answer(acc: &handshake::Accepted, form: Form, ctx: &Context) -> Vec<u8> {
     if form.is_event() {
         ctx.stats.sse_accepted.fetch_add(1, Relaxed);
-        let cors = head::Cors {
-            origin: acc.origin.as_deref(),
-            credentials: ctx.cfg.auth.as_ref().is_some_and(|a| a.cookie.is_some()),
-        };
-        return head::opening(cors, ctx.cfg.sse_retry);
+        return head::opening(cors(acc, ctx), ctx.cfg.sse_retry);
     }
     let ext = form.deflate().then_some(deflate::RESPONSE);
     handshake::switching_protocols(&acc.accept, ext, acc.protocol)
+}
+
+/// The CORS answer to an event stream's origin (already allowed).
+fn cors<'a>(acc: &'a handshake::Accepted, ctx: &Context) -> head::Cors<'a> {
+    head::Cors {
+        origin: acc.origin.as_deref(),
+        credentials: ctx.cfg.auth.as_ref().is_some_and(|a| a.cookie.is_some()),
+    }
 }
 
 /// Reads until the request head parses (or fails to); `None` at EOF.

@@ -65,6 +65,13 @@ pub fn log_init(
         log,
         "[init] listening for websocket requests on {local}{}, {from}", cfg.route
     );
+    let http = if tls { "https" } else { "http" };
+    info!(
+        log,
+        "[init] event streams (Server-Sent Events) on {http}://{local}{}, and on {} for Accept: text/event-stream",
+        cfg.sse_route,
+        cfg.route
+    );
     let what = cfg.channels.describe("the channels ");
     match broker {
         Some(addr) => info!(

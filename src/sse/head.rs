@@ -23,6 +23,25 @@ pub fn opening(cors: Cors<'_>, retry: Duration) -> Vec<u8> {
     out.extend_from_slice(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
     );
+    cors_headers(&mut out, cors);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(format!("retry: {}\n\n", retry.as_millis()).as_bytes());
+    out
+}
+
+/// The answer to a CORS preflight: the origin (already checked) may `GET`
+/// the stream with the headers a fetch-based client sends. Closed after.
+pub fn preflight(cors: Cors<'_>) -> Vec<u8> {
+    let mut out = b"HTTP/1.1 204 No Content\r\n".to_vec();
+    cors_headers(&mut out, cors);
+    out.extend_from_slice(
+        b"Access-Control-Allow-Methods: GET\r\nAccess-Control-Allow-Headers: Authorization, Last-Event-ID, Cache-Control\r\nAccess-Control-Max-Age: 600\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    out
+}
+
+/// `Access-Control-Allow-Origin` for an allowed origin, and its companions.
+fn cors_headers(out: &mut Vec<u8>, cors: Cors<'_>) {
     if let Some(origin) = cors.origin.filter(|o| is_header_safe(o)) {
         out.extend_from_slice(b"Access-Control-Allow-Origin: ");
         out.extend_from_slice(origin);
@@ -31,9 +50,6 @@ pub fn opening(cors: Cors<'_>, retry: Duration) -> Vec<u8> {
             out.extend_from_slice(b"Access-Control-Allow-Credentials: true\r\n");
         }
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(format!("retry: {}\n\n", retry.as_millis()).as_bytes());
-    out
 }
 
 /// Whether a header value can be echoed as it is (httparse already refused
@@ -69,5 +85,11 @@ mod tests {
             "Access-Control-Allow-Origin: https://app.example\r\nVary: Origin\r\nAccess-Control-Allow-Credentials: true\r\n"
         ));
         assert!(s.ends_with("retry: 500\n\n"));
+        let p = String::from_utf8(preflight(cors)).unwrap();
+        assert!(p.starts_with(
+            "HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: https://app.example\r\n"
+        ));
+        assert!(p.contains("Access-Control-Allow-Headers: Authorization, Last-Event-ID"));
+        assert!(p.ends_with("Connection: close\r\n\r\n"));
     }
 }

@@ -51,6 +51,9 @@ pub struct EventStream {
     /// The `Last-Event-ID` header: the last event a reconnecting
     /// `EventSource` saw (it wins over `?since=`).
     pub last_event_id: Option<Box<[u8]>>,
+    /// A CORS preflight (`OPTIONS`) of a cross-origin client that sends
+    /// headers (`Authorization`): answered, then closed.
+    pub preflight: bool,
 }
 
 /// The paths the relay answers on: the WebSocket route (where a GET that
@@ -212,7 +215,8 @@ pub fn parse(
         .map(|(wants, query)| {
             let (accept, sse) = match wants {
                 Wants::WebSocket(accept) => (accept, None),
-                Wants::Events => (String::new(), Some(event_stream(&heads))),
+                Wants::Events => (String::new(), Some(event_stream(&heads, false))),
+                Wants::Preflight => (String::new(), Some(event_stream(&heads, true))),
             };
             Some(Accepted {
                 accept,
@@ -243,13 +247,16 @@ enum Wants {
     WebSocket(String),
     /// An event stream.
     Events,
+    /// The CORS preflight of an event stream.
+    Preflight,
 }
 
 /// The `Last-Event-ID` of an event stream request.
-fn event_stream(heads: &Heads<'_, '_>) -> EventStream {
+fn event_stream(heads: &Heads<'_, '_>, preflight: bool) -> EventStream {
     let last = heads.one(b"last-event-id").map(trim);
     EventStream {
         last_event_id: last.filter(|v| !v.is_empty()).map(Box::from),
+        preflight,
     }
 }
 
@@ -265,6 +272,10 @@ fn check(
     let events_route = path == routes.sse;
     if path != routes.ws && !events_route {
         return Err(Refusal::new(404, format!("no endpoint at {path}")));
+    }
+    if events_route && req.method == Some("OPTIONS") && heads.one(b"origin").is_some() {
+        check_origin(heads, origins)?;
+        return Ok((Wants::Preflight, query.to_string()));
     }
     if req.method != Some("GET") {
         let only = match events_route {
@@ -479,6 +490,8 @@ mod tests {
         let by_accept = "GET /ws HTTP/1.1\r\nHost: h\r\nAccept: text/html, Text/Event-Stream;q=0.9\r\nOrigin: http://a.example\r\nLast-Event-ID: \r\n\r\n";
         let ok = events(by_accept).unwrap().unwrap();
         assert_eq!(ok.sse, Some(EventStream::default()));
+        let preflight = on_route.replace("GET", "OPTIONS");
+        assert!(events(&preflight).unwrap().unwrap().sse.unwrap().preflight);
         // An upgrade that also accepts events is an upgrade.
         let both = req("Accept: text/event-stream\r\n");
         assert!(events(&both).unwrap().unwrap().sse.is_none());
