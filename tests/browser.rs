@@ -1365,9 +1365,9 @@ async fn sse_mode_resumes_by_itself_across_a_relay_restart() {
 /// and the relay share an origin, which `-ws-origin` names. The page reads
 /// news over a WebSocket and over SSE (a relative url). A same-origin
 /// EventSource sends no `Origin` header (Fetch adds it to a GET only for a
-/// cross-origin request), and the relay refuses a request without one.
+/// cross-origin request): the relay takes `Sec-Fetch-Site: same-origin`
+/// instead (it refused it with 403 before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the relay refuses a same-origin EventSource: 403 missing Origin header"]
 async fn demo_page_behind_nginx_on_one_origin() {
     use common::nginx::{Extra, Nginx};
     let driver = ChromeDriver::start();

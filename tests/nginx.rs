@@ -215,3 +215,23 @@ fn without_the_header_nginx_buffers_events() {
     let from = small[0];
     assert_eq!(small, (from..=published).collect::<Vec<_>>());
 }
+
+/// The README's nginx block is the tested file, without its comments: the
+/// configuration a user copies is the one this file runs.
+#[test]
+fn the_readme_shows_the_tested_configuration() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let conf = std::fs::read_to_string(root.join("contrib/nginx-pubsocketd.conf")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let code: Vec<&str> = conf
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect();
+    let section = readme
+        .split("### Behind nginx")
+        .nth(1)
+        .and_then(|s| s.split("```\n").nth(1))
+        .expect("the README's nginx block");
+    let shown: Vec<&str> = section.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(shown, code, "README.md's nginx block differs from the file");
+}
