@@ -420,7 +420,9 @@ async fn demo_page_subscribes_with_v1() {
 
 /// Under `-auth=jwt`, Chromium's WebSocket connects with the token in the
 /// subprotocol offer (beside `pubsocketd.v1`, and beside `pubsocketd.raw`)
-/// and in a cookie, and is refused without one.
+/// and in a cookie, and is refused without one; its EventSource (the SSE
+/// mode) with the token in the URL, and in the cookie (cross-origin, with
+/// credentials).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_page_with_a_token() {
     let driver = ChromeDriver::start();
@@ -460,17 +462,38 @@ async fn demo_page_with_a_token() {
         ),
         (format!("token={token}"), "n2", "\"n2\""),
         (format!("token={token}&cookie=jwt"), "n3", "\"n3\""),
+        // EventSource: the token in ?token=, then in the cookie (sent with
+        // withCredentials, which needs Access-Control-Allow-Credentials).
+        (format!("protocol=sse&token={token}"), "n4", "\"n4\""),
+        (
+            format!("protocol=sse&token={token}&cookie=jwt"),
+            "n5",
+            "\"n5\"",
+        ),
     ] {
         client
             .goto(&format!("{origin}/index.html?{query}&url={ws_url}"))
             .await
             .expect("load the page");
         wait_view(&client, "state open", |v| v.state == "open").await;
-        redis.publish("news", format!("\"{sent}\"").as_bytes());
-        let v = wait_view(&client, "the message", |v| !v.messages.is_empty()).await;
+        // Published until shown: the relay may not have the client yet.
+        let deadline = Instant::now() + PATIENCE;
+        let v = loop {
+            redis.publish("news", format!("\"{sent}\"").as_bytes());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let v = view(&client).await;
+            if !v.messages.is_empty() {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "{query}: nothing shown: {v:#?}");
+        };
         assert_eq!(v.messages[0].1, shown, "{query}");
     }
     assert_eq!(relay.stdout.count("[connect] OK sub=\"browser\""), 3);
+    assert_eq!(
+        relay.stdout.count("[connect] OK (events) sub=\"browser\""),
+        2
+    );
     assert!(relay
         .stdout
         .all()
@@ -1186,6 +1209,222 @@ async fn module_resumes_a_channel_under_a_subscribed_pattern() {
     let line = Entry::Recovered("user.5".into(), true, "message recovered".into());
     assert!(position(&e, is_data("user.5", "u3")) < position(&e, |x| *x == line));
     assert_eq!(eval(&client, "return pubsocketd.duplicates;").await, 0);
+    client.close().await.expect("end the browser session");
+    drop(driver);
+}
+
+/// A message of the SSE mode's feed: (data-raw, data-id, data-channel,
+/// class).
+async fn sse_feed(client: &Client) -> Vec<(String, String, String, String)> {
+    let v = eval(
+        client,
+        r##"return Array.from(document.querySelectorAll("#feedback .message")).map((e) =>
+             [e.getAttribute("data-raw"), e.getAttribute("data-id") || "",
+              e.getAttribute("data-channel") || "", e.className]);"##,
+    )
+    .await;
+    let rows = v.as_array().expect("the feed").iter();
+    rows.map(|m| {
+        let f = |i: usize| m[i].as_str().unwrap_or_default().to_string();
+        (f(0), f(1), f(2), f(3))
+    })
+    .collect()
+}
+
+/// `protocol=sse`: the page reads the relay with the browser's EventSource.
+/// Under `-rs-mode=stream` the relay is stopped (SIGTERM: the closing
+/// comment, then the end) and entries are added while none runs; the relay
+/// is started again on the same port, EventSource reconnects by itself
+/// after the relay's `retry:` with `Last-Event-ID`, and the relay reads
+/// what it missed from Redis: the page shows every entry exactly once, in
+/// order, with Redis' IDs, then "news: recovered", then live ones — with
+/// the one EventSource it made, and one connection to the new relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_mode_resumes_by_itself_across_a_relay_restart() {
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let page = serve_page();
+    let origin = format!("http://127.0.0.1:{page}");
+    let ws_port = format!("-ws-port={}", free_port());
+    let rs_port = redis.port().to_string();
+    let args = [
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &rs_port,
+        "-rs-mode=stream",
+        "-rs-channel=news",
+        &ws_port,
+    ];
+    // XADD news * data "<text>": the ID Redis gave.
+    let xadd = |text: &str| -> String {
+        let data = format!("\"{text}\"");
+        match redis.command(&[b"XADD", b"news", b"*", b"data", data.as_bytes()]) {
+            Resp::Bulk(Some(id)) => String::from_utf8(id).unwrap(),
+            other => panic!("XADD news: {other:?}"),
+        }
+    };
+    xadd("n0"); // before any relay: not shown
+    let mut relay = Relay::start(&args);
+    wait_log(&relay, "[redis] reading streams");
+    let sse_url = format!("http://127.0.0.1:{}/events?channel=news", relay.port);
+    let client = driver.session().await;
+    client
+        .goto(&format!("{origin}/index.html?protocol=sse&url={sse_url}"))
+        .await
+        .expect("load the page");
+    wait_view(&client, "state open", |v| v.state == "open").await;
+    assert_eq!(
+        eval(&client, "return document.getElementById('mode').value;").await,
+        "sse"
+    );
+    // Probes until one is shown: from then on the relay has the client.
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while view(&client).await.messages.is_empty() {
+        assert!(Instant::now() < deadline, "no probe shown");
+        ids.push(xadd(&format!("probe-{}", ids.len() + 1)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let probes = ids.len();
+    wait_view(&client, "every probe", |v| v.messages.len() == probes).await;
+    ids.push(xadd("n1"));
+    ids.push(xadd("n2"));
+    wait_view(&client, "n1 and n2", |v| v.messages.len() == probes + 2).await;
+
+    relay.signal(libc::SIGTERM);
+    let status = relay
+        .wait_exit(PATIENCE)
+        .expect("the relay exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    wait_view(&client, "the reconnecting state", |v| {
+        v.state == "reconnecting (EventSource retries)"
+    })
+    .await;
+    ids.extend(["n3", "n4", "n5"].map(xadd));
+    let relay = Relay::start(&args);
+    wait_log(&relay, "[redis] reading streams");
+    let recovered = |v: &View| v.messages.iter().any(|m| m.3.contains("recovered"));
+    wait_view(&client, "the recovery line", recovered).await;
+    assert_eq!(view(&client).await.state, "open");
+    ids.push(xadd("n6"));
+    let v = wait_view(&client, "n6", |v| {
+        v.messages.iter().any(|m| m.1.contains("n6"))
+    })
+    .await;
+
+    let feed = sse_feed(&client).await;
+    let shown: Vec<(String, String)> = feed
+        .iter()
+        .filter(|m| m.3 == "message")
+        .map(|m| (m.0.clone(), m.1.clone()))
+        .collect();
+    let texts: Vec<String> = (1..=probes)
+        .map(|k| format!("probe-{k}"))
+        .chain(["n1", "n2", "n3", "n4", "n5", "n6"].map(String::from))
+        .collect();
+    let expected: Vec<(String, String)> = texts
+        .iter()
+        .zip(&ids)
+        .map(|(text, id)| (format!("\"{text}\""), id.clone()))
+        .collect();
+    assert_eq!(shown, expected, "every entry once, in order, with its ID");
+    assert!(
+        feed.iter().all(|m| m.2.is_empty()),
+        "unnamed events: {feed:#?}"
+    );
+    let line = (
+        r#"{"channel":"news","recovered":true}"#.to_string(),
+        String::new(),
+        String::new(),
+        "message recovered".to_string(),
+    );
+    let at = feed.iter().position(|m| *m == line);
+    assert_eq!(feed.iter().filter(|m| **m == line).count(), 1, "{feed:#?}");
+    let at = at.unwrap();
+    assert_eq!(feed[at - 1].0, "\"n5\"", "after the replay: {feed:#?}");
+    assert_eq!(feed[at + 1].0, "\"n6\"", "before the live ones: {feed:#?}");
+    assert_eq!(feed.len(), probes + 7, "nothing else: {feed:#?}");
+    assert!(v.detail.contains("news: recovered"), "{v:#?}");
+    assert_eq!(eval(&client, "return window.eventSources;").await, 1);
+    assert_eq!(relay.stdout.count("[connect] OK (events)"), 1);
+    eval(
+        &client,
+        "document.querySelector('#feedback .message:last-child').scrollIntoView();",
+    )
+    .await;
+    let shot = screenshot(&client, "browser-sse-recovered.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    client.close().await.expect("end the browser session");
+    drop(driver);
+    eprintln!("second relay's log:\n{}", relay.stdout.all().join("\n"));
+}
+
+/// The production layout of `contrib/nginx-pubsocketd.conf`: one nginx
+/// serves the page (at `/`) and proxies the relay (at `/ws/`), so the page
+/// and the relay share an origin, which `-ws-origin` names. The page reads
+/// news over a WebSocket and over SSE (a relative url). A same-origin
+/// EventSource sends no `Origin` header (Fetch adds it to a GET only for a
+/// cross-origin request): the relay takes `Sec-Fetch-Site: same-origin`
+/// instead (it refused it with 403 before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_behind_nginx_on_one_origin() {
+    use common::nginx::{Extra, Nginx};
+    let driver = ChromeDriver::start();
+    let redis = RedisServer::start();
+    let relay_port = free_port();
+    let extra = Extra {
+        location: "",
+        server: "    location / {\n        root @PREFIX@/www;\n    }\n",
+    };
+    let nginx = Nginx::start(relay_port, extra);
+    nginx.copy_demo_page();
+    let origin = format!("http://127.0.0.1:{}", nginx.port);
+    let relay = Relay::start(&[
+        "-ws-origin",
+        &origin,
+        "-rs-port",
+        &redis.port().to_string(),
+        "-rs-channel=news",
+        "-ws-route=/ws/",
+        &format!("-ws-port={relay_port}"),
+    ]);
+    relay.wait_subscribed(1);
+    let client = driver.session().await;
+    for (query, connect) in [
+        (
+            format!("url=ws://127.0.0.1:{}/ws/?channel=news", nginx.port),
+            "[connect] OK",
+        ),
+        (
+            "protocol=sse&url=/ws/events?channel=news".to_string(),
+            "[connect] OK (events)",
+        ),
+    ] {
+        client
+            .goto(&format!("{origin}/index.html?{query}"))
+            .await
+            .expect("load the page");
+        let v = wait_view(&client, "open, or a refusal", |v| {
+            v.state == "open" || v.state.starts_with("reconnecting in")
+        })
+        .await;
+        assert_eq!(
+            v.state,
+            "open",
+            "{query}: {v:#?}\nrelay: {:#?}",
+            relay.stdout.all()
+        );
+        wait_log(&relay, connect);
+        // Published until shown: the relay may not have the client yet.
+        let deadline = Instant::now() + PATIENCE;
+        while view(&client).await.messages.is_empty() {
+            assert!(Instant::now() < deadline, "{query}: nothing shown");
+            redis.publish("news", b"\"same origin\"");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(view(&client).await.messages[0].1, "\"same origin\"");
+    }
     client.close().await.expect("end the browser session");
     drop(driver);
 }

@@ -292,7 +292,9 @@ fn check(
     }
     let upgrade = heads.has_token(b"upgrade", "websocket");
     if events_route || (!upgrade && heads.accepts(b"text/event-stream")) {
-        check_origin(heads, origins)?;
+        if !same_origin(heads) {
+            check_origin(heads, origins)?;
+        }
         return Ok((Wants::Events, query.to_string()));
     }
     if !upgrade {
@@ -323,6 +325,18 @@ fn check(
     }
     check_origin(heads, origins)?;
     Ok((Wants::WebSocket(accept_key(key)), query.to_string()))
+}
+
+/// A browser's own `EventSource` on the page's origin: the Fetch standard
+/// sends no `Origin` with a same-origin GET, and `Sec-Fetch-Site` is a
+/// header only the browser may set. A cross-origin request always carries
+/// `Origin`, so this opens nothing to other sites (and a non-browser
+/// client can claim any origin anyway).
+fn same_origin(heads: &Heads<'_, '_>) -> bool {
+    heads.all(b"origin").0 == 0
+        && heads
+            .one(b"sec-fetch-site")
+            .is_some_and(|v| trim(v).eq_ignore_ascii_case(b"same-origin"))
 }
 
 /// The `Origin` header against `-ws-origin` (403 when refused).
@@ -490,6 +504,19 @@ mod tests {
         let by_accept = "GET /ws HTTP/1.1\r\nHost: h\r\nAccept: text/html, Text/Event-Stream;q=0.9\r\nOrigin: http://a.example\r\nLast-Event-ID: \r\n\r\n";
         let ok = events(by_accept).unwrap().unwrap();
         assert_eq!(ok.sse, Some(EventStream::default()));
+        let same_site = on_route.replace("Origin: http://a.example", "Sec-Fetch-Site: same-origin");
+        assert!(events(&same_site).unwrap().unwrap().sse.is_some());
+        let cross = on_route.replace("Origin: http://a.example", "Sec-Fetch-Site: cross-site");
+        assert_eq!(events(&cross).unwrap_err().status, 403);
+        let lying = on_route.replace(
+            "Origin: http://a.example",
+            "Origin: http://b.example\r\nSec-Fetch-Site: same-origin",
+        );
+        assert_eq!(
+            events(&lying).unwrap_err().status,
+            403,
+            "an Origin is always checked"
+        );
         let preflight = on_route.replace("GET", "OPTIONS");
         assert!(events(&preflight).unwrap().unwrap().sse.unwrap().preflight);
         // An upgrade that also accepts events is an upgrade.
