@@ -464,7 +464,8 @@ fn cors_answers_for_allowed_and_refused_origins() {
         }
     }
     // The log lines come through a pipe: wait for them, then count.
-    r.stdout.wait_count("refused: 403", 6, Duration::from_secs(10));
+    r.stdout
+        .wait_count("refused: 403", 6, Duration::from_secs(10));
     let refusals = r.stdout.count("refused: 403") + r.stderr.count("refused: 403");
     assert_eq!(refusals, 6, "{:#?}", r.stdout.all());
 }
