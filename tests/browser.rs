@@ -1078,6 +1078,52 @@ async fn module_starts_from_the_last_message() {
     drop(driver);
 }
 
+/// The arguments of a relay of the stream `news` for the page at `origin`,
+/// on a fixed free port, so that a relay started again is where the page
+/// reconnects.
+fn stream_relay_args(origin: &str, redis: &RedisServer) -> Vec<String> {
+    vec![
+        format!("-ws-origin={origin}"),
+        format!("-rs-port={}", redis.port()),
+        "-rs-mode=stream".into(),
+        "-rs-channel=news".into(),
+        format!("-ws-port={}", free_port()),
+    ]
+}
+
+/// XADD news * data "<text>": the ID Redis gave.
+fn xadd(redis: &RedisServer, text: &str) -> String {
+    let data = format!("\"{text}\"");
+    match redis.command(&[b"XADD", b"news", b"*", b"data", data.as_bytes()]) {
+        Resp::Bulk(Some(id)) => String::from_utf8(id).unwrap(),
+        other => panic!("XADD news: {other:?}"),
+    }
+}
+
+/// SIGTERM, and a clean exit.
+fn stop(relay: &mut Relay) {
+    relay.signal(libc::SIGTERM);
+    let status = relay
+        .wait_exit(PATIENCE)
+        .expect("the relay exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+/// The last message scrolled into view and shot as `name`, the session
+/// ended, and the (second) relay's log printed for a failure's reader.
+async fn finish(client: Client, driver: ChromeDriver, name: &str, relay: &Relay) {
+    eval(
+        &client,
+        "document.querySelector('#feedback .message:last-child').scrollIntoView();",
+    )
+    .await;
+    let shot = screenshot(&client, name).await;
+    eprintln!("screenshot: {}", shot.display());
+    client.close().await.expect("end the browser session");
+    drop(driver);
+    eprintln!("second relay's log:\n{}", relay.stdout.all().join("\n"));
+}
+
 /// Under `-rs-mode=stream` the relay is stopped (SIGTERM, close 1001) and
 /// entries are added while none runs; a relay started again on the same
 /// port holds none of them in memory, so it reads them from Redis (XRANGE)
@@ -1089,25 +1135,9 @@ async fn module_recovered_from_a_stream_after_a_relay_restart() {
     let redis = RedisServer::start();
     let page = serve_page();
     let origin = format!("http://127.0.0.1:{page}");
-    let ws_port = format!("-ws-port={}", free_port());
-    let rs_port = redis.port().to_string();
-    let args = [
-        "-ws-origin",
-        &origin,
-        "-rs-port",
-        &rs_port,
-        "-rs-mode=stream",
-        "-rs-channel=news",
-        &ws_port,
-    ];
-    // XADD news * data "<text>": the ID Redis gave.
-    let xadd = |text: &str| -> String {
-        let data = format!("\"{text}\"");
-        match redis.command(&[b"XADD", b"news", b"*", b"data", data.as_bytes()]) {
-            Resp::Bulk(Some(id)) => String::from_utf8(id).unwrap(),
-            other => panic!("XADD news: {other:?}"),
-        }
-    };
+    let args = stream_relay_args(&origin, &redis);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let xadd = |text: &str| xadd(&redis, text);
     // Before any relay: a relay starts after the newest entry, so not shown.
     xadd("n0");
     let mut relay = Relay::start(&args);
@@ -1123,11 +1153,7 @@ async fn module_recovered_from_a_stream_after_a_relay_restart() {
     let mut ids = vec![xadd("n1"), xadd("n2")];
     wait_view(&client, "two messages", |v| v.messages.len() == 2).await;
 
-    relay.signal(libc::SIGTERM);
-    let status = relay
-        .wait_exit(PATIENCE)
-        .expect("the relay exits on SIGTERM");
-    assert!(status.success(), "{status:?}");
+    stop(&mut relay);
     wait_view(&client, "the close", |v| v.state != "open").await;
     ids.extend(["n3", "n4", "n5"].map(xadd));
     let relay = Relay::start(&args);
@@ -1164,16 +1190,7 @@ async fn module_recovered_from_a_stream_after_a_relay_restart() {
     assert!(v.detail.contains("news: recovered"), "{v:#?}");
     assert_eq!(eval(&client, "return pubsocketd.duplicates;").await, 0);
     assert_eq!(relay.stdout.count("[connect] OK"), 1);
-    eval(
-        &client,
-        "document.querySelector('#feedback .message:last-child').scrollIntoView();",
-    )
-    .await;
-    let shot = screenshot(&client, "browser-stream-recovered.png").await;
-    eprintln!("screenshot: {}", shot.display());
-    client.close().await.expect("end the browser session");
-    drop(driver);
-    eprintln!("second relay's log:\n{}", relay.stdout.all().join("\n"));
+    finish(client, driver, "browser-stream-recovered.png", &relay).await;
 }
 
 /// A channel the page reads under a pattern it subscribed by message
@@ -1245,25 +1262,9 @@ async fn sse_mode_resumes_by_itself_across_a_relay_restart() {
     let redis = RedisServer::start();
     let page = serve_page();
     let origin = format!("http://127.0.0.1:{page}");
-    let ws_port = format!("-ws-port={}", free_port());
-    let rs_port = redis.port().to_string();
-    let args = [
-        "-ws-origin",
-        &origin,
-        "-rs-port",
-        &rs_port,
-        "-rs-mode=stream",
-        "-rs-channel=news",
-        &ws_port,
-    ];
-    // XADD news * data "<text>": the ID Redis gave.
-    let xadd = |text: &str| -> String {
-        let data = format!("\"{text}\"");
-        match redis.command(&[b"XADD", b"news", b"*", b"data", data.as_bytes()]) {
-            Resp::Bulk(Some(id)) => String::from_utf8(id).unwrap(),
-            other => panic!("XADD news: {other:?}"),
-        }
-    };
+    let args = stream_relay_args(&origin, &redis);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let xadd = |text: &str| xadd(&redis, text);
     xadd("n0"); // before any relay: not shown
     let mut relay = Relay::start(&args);
     wait_log(&relay, "[redis] reading streams");
@@ -1292,11 +1293,7 @@ async fn sse_mode_resumes_by_itself_across_a_relay_restart() {
     ids.push(xadd("n2"));
     wait_view(&client, "n1 and n2", |v| v.messages.len() == probes + 2).await;
 
-    relay.signal(libc::SIGTERM);
-    let status = relay
-        .wait_exit(PATIENCE)
-        .expect("the relay exits on SIGTERM");
-    assert!(status.success(), "{status:?}");
+    stop(&mut relay);
     wait_view(&client, "the reconnecting state", |v| {
         v.state == "reconnecting (EventSource retries)"
     })
@@ -1348,16 +1345,7 @@ async fn sse_mode_resumes_by_itself_across_a_relay_restart() {
     assert!(v.detail.contains("news: recovered"), "{v:#?}");
     assert_eq!(eval(&client, "return window.eventSources;").await, 1);
     assert_eq!(relay.stdout.count("[connect] OK (events)"), 1);
-    eval(
-        &client,
-        "document.querySelector('#feedback .message:last-child').scrollIntoView();",
-    )
-    .await;
-    let shot = screenshot(&client, "browser-sse-recovered.png").await;
-    eprintln!("screenshot: {}", shot.display());
-    client.close().await.expect("end the browser session");
-    drop(driver);
-    eprintln!("second relay's log:\n{}", relay.stdout.all().join("\n"));
+    finish(client, driver, "browser-sse-recovered.png", &relay).await;
 }
 
 /// The production layout of `contrib/nginx-pubsocketd.conf`: one nginx

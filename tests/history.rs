@@ -8,8 +8,8 @@ mod common;
 
 use common::redis::{free_port, RedisServer};
 use common::relay::{
-    self, close_code, connect_v1, next_data, next_json, raw_exchange, status_of, upgrade_request,
-    Relay, Ws,
+    self, close_code, connect_v1, next_data, next_json, raw_exchange, status_of, take,
+    upgrade_request, Relay, Ws,
 };
 use futures_util::SinkExt;
 use serde_json::{json, Value};
@@ -18,17 +18,6 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(20);
-
-/// The next `n` envelopes' (id, data).
-async fn take(ws: &mut Ws, n: usize) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let v = next_json(ws, T).await;
-        let id = v["id"].as_str().unwrap_or_else(|| panic!("no id: {v}"));
-        out.push((id.to_string(), v["data"].clone()));
-    }
-    out
-}
 
 /// A relay of news, user.* and alerts. One worker: a marker seen by one
 /// client then proves the message before it is kept where the next client
@@ -70,7 +59,7 @@ async fn a_client_that_comes_back_gets_what_it_missed_once_then_recovered() {
     let mut witness = connect_v1(&r.url("/?channel=alerts")).await;
     let mut ws = connect_v1(&r.url("/?channel=news")).await;
     publish_n(&redis, "news", 1, 3);
-    let seen = take(&mut ws, 3).await;
+    let seen = take(&mut ws, T, 3).await;
     assert_eq!(numbers(&seen), [1, 2, 3]);
     let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
     let (epoch, _) = ids[0].split_once('-').unwrap();
@@ -88,7 +77,7 @@ async fn a_client_that_comes_back_gets_what_it_missed_once_then_recovered() {
     settled(&redis, &mut witness).await;
     let last = &seen[2].0;
     let mut ws = connect_v1(&r.url(&format!("/?channel=news&since={last}"))).await;
-    let replayed = take(&mut ws, 5).await;
+    let replayed = take(&mut ws, T, 5).await;
     assert_eq!(numbers(&replayed), [4, 5, 6, 7, 8]);
     assert_eq!(replayed[0].0, format!("{epoch}-4"));
     assert_eq!(
@@ -96,7 +85,11 @@ async fn a_client_that_comes_back_gets_what_it_missed_once_then_recovered() {
         json!({"channel": "news", "recovered": true})
     );
     publish_n(&redis, "news", 9, 9);
-    assert_eq!(numbers(&take(&mut ws, 1).await), [9], "then the live ones");
+    assert_eq!(
+        numbers(&take(&mut ws, T, 1).await),
+        [9],
+        "then the live ones"
+    );
     // From the latest ID: nothing to replay, and nothing was missed.
     let latest = format!("{epoch}-9");
     let mut ws = connect_v1(&r.url(&format!("/?since=news:{latest}&channel=news"))).await;
@@ -106,7 +99,7 @@ async fn a_client_that_comes_back_gets_what_it_missed_once_then_recovered() {
     );
     // `last`: the latest message first (the current state of a feed).
     let mut ws = connect_v1(&r.url("/?channel=news&since=last")).await;
-    assert_eq!(numbers(&take(&mut ws, 1).await), [9]);
+    assert_eq!(numbers(&take(&mut ws, T, 1).await), [9]);
     assert_eq!(next_json(&mut ws, T).await["recovered"], true);
 }
 
@@ -141,7 +134,7 @@ async fn since_in_a_v1_subscribe_and_for_the_original_clients() {
         json!({"channel": "news", "recovered": false}),
         "0-0 is of no epoch kept here"
     );
-    let seven = take(&mut ws, 1).await;
+    let seven = take(&mut ws, T, 1).await;
     assert_eq!(numbers(&seven), [4]);
     assert_eq!(
         next_json(&mut ws, T).await,
@@ -167,7 +160,7 @@ async fn since_in_a_v1_subscribe_and_for_the_original_clients() {
         next_json(&mut ws, T).await,
         json!({"subscribed": ["user.*"]})
     );
-    assert_eq!(numbers(&take(&mut ws, 1).await), [4]);
+    assert_eq!(numbers(&take(&mut ws, T, 1).await), [4]);
     assert_eq!(next_json(&mut ws, T).await["recovered"], true);
     // One for a channel it does not read: refused alone, the rest stands.
     ws.send(Message::text(
@@ -212,12 +205,16 @@ async fn trimmed_history_and_a_redis_restart_say_not_recovered() {
     let mut witness = connect_v1(&r.url("/?channel=alerts")).await;
     let mut ws = connect_v1(&r.url("/?channel=news")).await;
     publish_n(&redis, "news", 1, 1);
-    let first = take(&mut ws, 1).await[0].0.clone();
+    let first = take(&mut ws, T, 1).await[0].0.clone();
     relay::bye(ws).await;
     publish_n(&redis, "news", 2, 6);
     settled(&redis, &mut witness).await;
     let mut ws = connect_v1(&r.url(&format!("/?channel=news&since={first}"))).await;
-    assert_eq!(numbers(&take(&mut ws, 3).await), [4, 5, 6], "what is kept");
+    assert_eq!(
+        numbers(&take(&mut ws, T, 3).await),
+        [4, 5, 6],
+        "what is kept"
+    );
     assert_eq!(
         next_json(&mut ws, T).await,
         json!({"channel": "news", "recovered": false})
@@ -237,7 +234,7 @@ async fn trimmed_history_and_a_redis_restart_say_not_recovered() {
         json!({"channel": "alerts", "recovered": false})
     );
     publish_n(&redis, "news", 7, 7);
-    let got = take(&mut ws, 1).await;
+    let got = take(&mut ws, T, 1).await;
     assert_eq!(numbers(&got), [7]);
     assert!(
         got[0].0.ends_with("-1") && got[0].0 > six,
@@ -245,7 +242,7 @@ async fn trimmed_history_and_a_redis_restart_say_not_recovered() {
         got[0].0
     );
     let mut back = connect_v1(&r.url(&format!("/?channel=news&since={six}"))).await;
-    assert_eq!(numbers(&take(&mut back, 1).await), [7]);
+    assert_eq!(numbers(&take(&mut back, T, 1).await), [7]);
     assert_eq!(next_json(&mut back, T).await["recovered"], false);
     let line = r.stdout.wait_for("metrics on http://", T).unwrap();
     let rest = &line[line.find("http://").unwrap() + 7..];
@@ -378,13 +375,13 @@ async fn messages_older_than_the_ttl_are_not_replayed() {
     let mut witness = connect_v1(&r.url("/?channel=alerts")).await;
     let mut ws = connect_v1(&r.url("/?channel=news")).await;
     publish_n(&redis, "news", 1, 1);
-    let first = take(&mut ws, 1).await[0].0.clone();
+    let first = take(&mut ws, T, 1).await[0].0.clone();
     relay::bye(ws).await;
     publish_n(&redis, "news", 2, 2);
     settled(&redis, &mut witness).await;
     // Within the TTL: replayed.
     let mut soon = connect_v1(&r.url(&format!("/?channel=news&since={first}"))).await;
-    assert_eq!(numbers(&take(&mut soon, 1).await), [2]);
+    assert_eq!(numbers(&take(&mut soon, T, 1).await), [2]);
     assert_eq!(next_json(&mut soon, T).await["recovered"], true);
     // Past it: gone, and said so.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -289,16 +289,23 @@ fn python_client_gets_every_payload_whole() {
 /// By hand: the bare IDs, the recovered event's lines, `recovered:false`
 /// for an ID the relay does not hold, and `<channel>:<id>` with `event:`
 /// for a client of two channels.
-#[test]
-fn last_event_id_resumes_exactly_the_missed_ones() {
-    let redis = RedisServer::start();
-    // One worker: what the witness has seen is kept where the next client
-    // connects.
+/// A relay of news and alerts with a history, and one worker: what a
+/// witness stream has seen is kept where the next client connects.
+fn history_relay(redis: &RedisServer) -> Relay {
     let r = Relay::insecure(
         redis.port(),
         &["-rs-channel=news,alerts", "-history=100", "-workers=1"],
     );
     r.wait_subscribed(1);
+    r
+}
+
+#[test]
+fn last_event_id_resumes_exactly_the_missed_ones() {
+    let redis = RedisServer::start();
+    // One worker: what the witness has seen is kept where the next client
+    // connects.
+    let r = history_relay(&redis);
     let mut witness = Sse::open(&r.addr(), "/events?channel=news", "");
     assert_eq!(witness.event().lines, ["retry: 3000"]);
     witness.ready(&redis, "news");
@@ -503,11 +510,7 @@ fn a_forged_last_event_id_is_not_echoed() {
 #[test]
 fn the_last_event_id_of_one_channel_resumes_the_other_too() {
     let redis = RedisServer::start();
-    let r = Relay::insecure(
-        redis.port(),
-        &["-rs-channel=news,alerts", "-history=100", "-workers=1"],
-    );
-    r.wait_subscribed(1);
+    let r = history_relay(&redis);
     let mut witness = Sse::open(&r.addr(), "/events?channel=news", "");
     witness.ready(&redis, "news");
     let url = format!("http://{}/events?channel=news&channel=alerts", r.addr());

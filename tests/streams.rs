@@ -8,7 +8,7 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::relay::{self, connect_v1, next_data, next_json, raw_exchange, run, Relay, Ws};
+use common::relay::{self, connect_v1, next_data, next_json, raw_exchange, run, take, Relay};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -16,17 +16,6 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(20);
-
-/// The next `n` envelopes' (id, data).
-async fn take(ws: &mut Ws, n: usize) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let v = next_json(ws, T).await;
-        let id = v["id"].as_str().unwrap_or_else(|| panic!("no id: {v}"));
-        out.push((id.to_string(), v["data"].clone()));
-    }
-    out
-}
 
 fn numbers(got: &[(String, Value)]) -> Vec<u64> {
     got.iter().map(|(_, d)| d.as_u64().unwrap()).collect()
@@ -69,7 +58,7 @@ async fn entries_arrive_with_redis_ids_from_every_way_in() {
         .await
         .unwrap();
     let ids = xadd(&redis, "news", 3, 3);
-    let got = take(&mut v1, 1).await;
+    let got = take(&mut v1, T, 1).await;
     assert_eq!(
         (got[0].0.as_str(), numbers(&got)),
         (ids[0].as_str(), vec![3])
@@ -90,7 +79,7 @@ async fn entries_arrive_with_redis_ids_from_every_way_in() {
     );
     let reply: Value =
         serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
-    let got = take(&mut v1, 1).await;
+    let got = take(&mut v1, T, 1).await;
     assert_eq!(numbers(&got), [4]);
     assert_eq!(reply, json!({"channel": "news", "id": got[0].0}));
     // pubsocketd-publisher -stream, raw lines.
@@ -109,7 +98,7 @@ async fn entries_arrive_with_redis_ids_from_every_way_in() {
         .unwrap();
     child.stdin.take().unwrap().write_all(b"5\n6\n").unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(numbers(&take(&mut v1, 2).await), [5, 6]);
+    assert_eq!(numbers(&take(&mut v1, T, 2).await), [5, 6]);
     assert_eq!(redis.cli(&["XLEN", "news"]).trim(), "7");
 }
 
@@ -119,16 +108,16 @@ async fn nothing_redis_holds_is_lost_across_a_lost_connection_and_a_redis_restar
     let r = relay(&redis, &[]);
     let mut ws = connect_v1(&r.url("/?channel=news")).await;
     xadd(&redis, "news", 1, 2);
-    assert_eq!(numbers(&take(&mut ws, 2).await), [1, 2]);
+    assert_eq!(numbers(&take(&mut ws, T, 2).await), [1, 2]);
     // The reader's connection killed: what is added meanwhile still comes.
     redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
     xadd(&redis, "news", 3, 5);
-    assert_eq!(numbers(&take(&mut ws, 3).await), [3, 4, 5]);
+    assert_eq!(numbers(&take(&mut ws, T, 3).await), [3, 4, 5]);
     // Redis SIGKILLed right after an XADD, restarted from its AOF.
     xadd(&redis, "news", 6, 6);
     redis.restart();
     xadd(&redis, "news", 7, 8);
-    let got = take(&mut ws, 3).await;
+    let got = take(&mut ws, T, 3).await;
     assert_eq!(numbers(&got), [6, 7, 8], "none lost, none twice");
     assert!(r
         .stdout
@@ -136,7 +125,7 @@ async fn nothing_redis_holds_is_lost_across_a_lost_connection_and_a_redis_restar
         .is_some());
     // Resuming from entry 5 on this relay: all of it is in memory.
     let mut back = connect_v1(&r.url(&format!("/?channel=news&since={}", got[0].0))).await;
-    assert_eq!(numbers(&take(&mut back, 2).await), [7, 8]);
+    assert_eq!(numbers(&take(&mut back, T, 2).await), [7, 8]);
     assert_eq!(
         next_json(&mut back, T).await,
         json!({"channel": "news", "recovered": true})
@@ -149,7 +138,7 @@ async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
     let mut first = relay(&redis, &[]);
     let mut ws = connect_v1(&first.url("/?channel=news")).await;
     xadd(&redis, "news", 1, 2);
-    let seen = take(&mut ws, 2).await;
+    let seen = take(&mut ws, T, 2).await;
     first.signal(libc::SIGTERM);
     first.wait_exit(T).unwrap();
     // Published while no relay runs; a new relay (another process, another
@@ -158,7 +147,7 @@ async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
     let second = relay(&redis, &["-history-max-replay=3"]);
     let since = &seen[1].0;
     let mut ws = connect_v1(&second.url(&format!("/?channel=news&since={since}"))).await;
-    assert_eq!(numbers(&take(&mut ws, 3).await), [3, 4, 5]);
+    assert_eq!(numbers(&take(&mut ws, T, 3).await), [3, 4, 5]);
     assert_eq!(
         next_json(&mut ws, T).await,
         json!({"channel": "news", "recovered": false}),
@@ -166,13 +155,17 @@ async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
     );
     let third = relay(&redis, &[]);
     let mut ws = connect_v1(&third.url(&format!("/?channel=news&since={since}"))).await;
-    assert_eq!(numbers(&take(&mut ws, 4).await), [3, 4, 5, 6]);
+    assert_eq!(numbers(&take(&mut ws, T, 4).await), [3, 4, 5, 6]);
     assert_eq!(
         next_json(&mut ws, T).await,
         json!({"channel": "news", "recovered": true})
     );
     xadd(&redis, "news", 7, 7);
-    assert_eq!(numbers(&take(&mut ws, 1).await), [7], "then the live ones");
+    assert_eq!(
+        numbers(&take(&mut ws, T, 1).await),
+        [7],
+        "then the live ones"
+    );
     // The same from a v1 subscribe, and from an ID trimmed away.
     let mut sub = connect_v1(&third.url("/?channel=alerts")).await;
     let msg = json!({"subscribe": ["news"], "since": {"news": seen[0].0}}).to_string();
@@ -182,11 +175,11 @@ async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
         next_json(&mut sub, T).await,
         json!({"subscribed": ["news"]})
     );
-    assert_eq!(numbers(&take(&mut sub, 6).await), [2, 3, 4, 5, 6, 7]);
+    assert_eq!(numbers(&take(&mut sub, T, 6).await), [2, 3, 4, 5, 6, 7]);
     assert_eq!(next_json(&mut sub, T).await["recovered"], true);
     redis.cli(&["XTRIM", "news", "MAXLEN", "2"]);
     let mut trimmed = connect_v1(&third.url(&format!("/?channel=news&since={since}"))).await;
-    assert_eq!(numbers(&take(&mut trimmed, 2).await), [6, 7]);
+    assert_eq!(numbers(&take(&mut trimmed, T, 2).await), [6, 7]);
     assert_eq!(
         next_json(&mut trimmed, T).await["recovered"],
         false,
@@ -195,7 +188,7 @@ async fn a_client_resumes_on_a_new_relay_from_what_redis_holds() {
     // `last` on a relay that holds nothing yet: the newest entry, from Redis.
     let fresh = relay(&redis, &[]);
     let mut last = connect_v1(&fresh.url("/?channel=news&since=last")).await;
-    assert_eq!(numbers(&take(&mut last, 1).await), [7]);
+    assert_eq!(numbers(&take(&mut last, T, 1).await), [7]);
     assert_eq!(next_json(&mut last, T).await["recovered"], true);
     let mut none = connect_v1(&fresh.url("/?channel=alerts&since=last")).await;
     assert_eq!(
@@ -239,16 +232,16 @@ async fn a_resume_while_redis_is_down_says_what_memory_cannot_vouch_for() {
     let r = relay(&redis, &["-ws-handshake-timeout=3s"]);
     let mut ws = connect_v1(&r.url("/?channel=news")).await;
     let ids = xadd(&redis, "news", 1, 2);
-    assert_eq!(numbers(&take(&mut ws, 2).await), [1, 2]);
+    assert_eq!(numbers(&take(&mut ws, T, 2).await), [1, 2]);
     redis.kill();
     // In memory: a resume from entry 1 needs nothing from Redis.
     let mut kept = connect_v1(&r.url(&format!("/?channel=news&since={}", ids[0]))).await;
-    assert_eq!(numbers(&take(&mut kept, 1).await), [2]);
+    assert_eq!(numbers(&take(&mut kept, T, 1).await), [2]);
     assert_eq!(next_json(&mut kept, T).await["recovered"], true);
     // Older than memory, Redis down: what memory has, then recovered:false.
     let started = std::time::Instant::now();
     let mut older = connect_v1(&r.url("/?channel=news&since=1-0")).await;
-    assert_eq!(numbers(&take(&mut older, 2).await), [1, 2]);
+    assert_eq!(numbers(&take(&mut older, T, 2).await), [1, 2]);
     assert_eq!(next_json(&mut older, T).await["recovered"], false);
     assert!(
         started.elapsed() < Duration::from_secs(10),

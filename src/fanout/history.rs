@@ -206,10 +206,7 @@ impl History {
         let Some((ring, start, recovered)) = self.after(channel, point) else {
             return Replay::default();
         };
-        let frames = ring
-            .range(start..)
-            .filter_map(|k| k.form(form, channel))
-            .collect();
+        let frames = frames(ring, start, form, channel);
         Replay { frames, recovered }
     }
 
@@ -246,26 +243,14 @@ impl History {
             };
         };
         let start = ring.partition_point(|k| k.serial <= cut);
-        let mut last = match start {
-            0 => None,
-            n => Some(ring[n - 1].id),
-        };
-        let mut whole = match (ring.get(start), last) {
-            (None, _) => true,
+        let last = start.checked_sub(1).map(|n| ring[n].id);
+        let first_whole = match (ring.get(start), last) {
             (Some(first), None) => first.prev.is_none() && first.id.high == id.high,
-            (Some(_), Some(_)) => true,
+            _ => true,
         };
-        for k in ring.range(start..) {
-            whole &= last.is_none() || k.prev == last;
-            last = Some(k.id);
-        }
-        let frames = ring
-            .range(start..)
-            .filter_map(|k| k.form(form, channel))
-            .collect();
         Replay {
-            frames,
-            recovered: whole,
+            frames: frames(ring, start, form, channel),
+            recovered: first_whole && chained(ring, start, last),
         }
     }
 
@@ -281,7 +266,7 @@ impl History {
     /// the one before (the first's, the point itself).
     fn after(&self, channel: &[u8], point: Point) -> Option<(&VecDeque<Kept>, usize, bool)> {
         let ring = self.channels.get(channel)?;
-        let (start, mut last) = match point {
+        let (start, last) = match point {
             Point::Last => (ring.len() - 1, None),
             Point::After(id) => (ring.partition_point(|k| k.id <= id), Some(id)),
         };
@@ -289,13 +274,25 @@ impl History {
             // Nothing after it: it is the latest, or unknown here.
             return Some((ring, start, last == ring.back().map(|k| k.id)));
         }
-        let mut whole = true;
-        for k in ring.range(start..) {
-            whole &= last.is_none() || k.prev == last;
-            last = Some(k.id);
-        }
-        Some((ring, start, whole))
+        Some((ring, start, chained(ring, start, last)))
     }
+}
+
+/// The kept messages of a channel's `ring` from `start`, in `form`.
+fn frames(ring: &VecDeque<Kept>, start: usize, form: Form, channel: &[u8]) -> Vec<Bytes> {
+    ring.range(start..)
+        .filter_map(|k| k.form(form, channel))
+        .collect()
+}
+
+/// Whether each message of `ring` from `start` follows the one before it
+/// (the first follows `last`; `None`: whatever came before).
+fn chained(ring: &VecDeque<Kept>, start: usize, mut last: Option<Id>) -> bool {
+    ring.range(start..).all(|k| {
+        let follows = last.is_none() || k.prev == last;
+        last = Some(k.id);
+        follows
+    })
 }
 
 #[cfg(test)]
@@ -307,21 +304,16 @@ mod tests {
 
     fn msg(channel: &str, high: u64, low: u64, prev: Option<u64>, body: &str) -> Message {
         Message {
-            frame: Bytes::copy_from_slice(body.as_bytes()),
-            deflated: None,
-            enveloped: false,
             envelope: Some(Bytes::from(format!("v1:{body}"))),
-            envelope_deflated: None,
-            event: None,
-            named_event: None,
-            keys: KeySet::One(0),
-            channel: Bytes::copy_from_slice(channel.as_bytes()),
-            everyone: true,
             stamp: Some(Stamp {
                 id: Id::new(high, low),
                 prev: prev.map(|p| Id::new(high, p)),
             }),
-            gap: false,
+            ..Message::plain(
+                Bytes::copy_from_slice(body.as_bytes()),
+                KeySet::One(0),
+                Bytes::copy_from_slice(channel.as_bytes()),
+            )
         }
     }
 

@@ -53,21 +53,32 @@ pub struct Message {
 }
 
 impl Message {
-    /// The marker of a gap in `channel` (every channel: empty).
-    pub fn gap(channel: Bytes) -> Message {
+    /// A message of `channel` in its plain form only (no envelope, no
+    /// event, no ID), for everyone reading `keys`: the heartbeat's shape,
+    /// and the base of the others that are not encoded.
+    pub fn plain(frame: Bytes, keys: KeySet, channel: Bytes) -> Message {
         Message {
-            frame: Bytes::new(),
+            frame,
             deflated: None,
             enveloped: false,
             envelope: None,
             envelope_deflated: None,
             event: None,
             named_event: None,
-            keys: KeySet::Nothing,
+            keys,
             channel,
-            everyone: false,
+            everyone: true,
             stamp: None,
+            gap: false,
+        }
+    }
+
+    /// The marker of a gap in `channel` (every channel: empty).
+    pub fn gap(channel: Bytes) -> Message {
+        Message {
+            everyone: false,
             gap: true,
+            ..Message::plain(Bytes::new(), KeySet::Nothing, channel)
         }
     }
 }

@@ -194,20 +194,11 @@ mod tests {
     }
 
     fn msg(channels: &Channels, channel: &str) -> Message {
-        Message {
-            frame: Bytes::from_static(b"x"),
-            deflated: None,
-            enveloped: false,
-            envelope: None,
-            envelope_deflated: None,
-            event: None,
-            named_event: None,
-            keys: channels.keys_for(channel.as_bytes()),
-            channel: Bytes::copy_from_slice(channel.as_bytes()),
-            everyone: true,
-            stamp: None,
-            gap: false,
-        }
+        Message::plain(
+            Bytes::from_static(b"x"),
+            channels.keys_for(channel.as_bytes()),
+            Bytes::copy_from_slice(channel.as_bytes()),
+        )
     }
 
     /// Who gets which messages of `batch`, by peer name.

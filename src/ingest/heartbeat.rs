@@ -13,20 +13,11 @@ pub const HEARTBEAT: &str = r#""{\"heartbeat\": 1}""#;
 
 /// Sends the heartbeat to every client every `every`, forever.
 pub async fn run(ingest: Ingest, every: Duration) {
-    let beat = Message {
-        frame: frame::encode(frame::OP_TEXT, HEARTBEAT.as_bytes()),
-        deflated: None,
-        enveloped: false,
-        envelope: None,
-        envelope_deflated: None,
-        event: None,
-        named_event: None,
-        keys: KeySet::Broadcast,
-        channel: bytes::Bytes::new(),
-        everyone: true,
-        stamp: None,
-        gap: false,
-    };
+    let beat = Message::plain(
+        frame::encode(frame::OP_TEXT, HEARTBEAT.as_bytes()),
+        KeySet::Broadcast,
+        bytes::Bytes::new(),
+    );
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tick.tick().await;

@@ -407,6 +407,17 @@ impl RawWs {
     }
 }
 
+/// The next `n` envelopes' (id, data), each within `timeout`.
+pub async fn take(ws: &mut Ws, timeout: Duration, n: usize) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let v = next_json(ws, timeout).await;
+        let id = v["id"].as_str().unwrap_or_else(|| panic!("no id: {v}"));
+        out.push((id.to_string(), v["data"].clone()));
+    }
+    out
+}
+
 /// A `pubsocketd.v1` client: tokio-tungstenite offering the subprotocol.
 pub async fn connect_v1(url: &str) -> Ws {
     let mut req = url.into_client_request().unwrap();
