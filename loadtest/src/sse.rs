@@ -12,6 +12,7 @@
 //! reading an event allocates nothing.
 
 use crate::conn::{self, End, Processed, Sink, MAX_MESSAGE};
+use crate::wsframe::{response_head, HeadError};
 
 /// The byte-order mark a stream may start with (the standard skips it).
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -105,23 +106,14 @@ impl std::fmt::Display for Refused {
 /// is a `200` event stream whose head takes `n` bytes (what follows is the
 /// stream), `Ok(None)` when the head is incomplete.
 pub fn check_response(buf: &[u8]) -> Result<Option<usize>, Refused> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let n = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(Refused::Malformed),
+    let head = match response_head(buf, 200) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Ok(None),
+        Err(HeadError::Malformed) => return Err(Refused::Malformed),
+        Err(HeadError::Status(s)) => return Err(Refused::Status(s)),
     };
-    let status = resp.code.unwrap_or(0);
-    if status != 200 {
-        return Err(Refused::Status(status));
-    }
-    let header = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.trim_ascii())
-    };
+    let header = |name: &str| head.get(name);
+    let n = head.len;
     let media = header("content-type").map(|v| v.split(|&b| b == b';').next().unwrap_or(v));
     if !media.is_some_and(|m| m.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")) {
         return Err(Refused::NotEventStream);

@@ -192,27 +192,59 @@ impl std::fmt::Display for Refused {
     }
 }
 
+/// A response head the server sent, with the status a transport expects.
+pub struct Head<'b> {
+    /// Bytes the head takes (what follows is the transport's).
+    pub len: usize,
+    headers: Vec<(&'b str, &'b [u8])>,
+}
+
+impl<'b> Head<'b> {
+    /// A header's value, trimmed (the first, by case-insensitive name).
+    pub fn get(&self, name: &str) -> Option<&'b [u8]> {
+        let found = self.headers.iter().find(|h| h.0.eq_ignore_ascii_case(name));
+        found.map(|h| h.1.trim_ascii())
+    }
+}
+
+/// Why a head is not the expected one.
+pub enum HeadError {
+    Malformed,
+    Status(u16),
+}
+
+/// Parses the response head at the front of `buf`, which must have status
+/// `want`; `Ok(None)` when incomplete. Once per connection, for both
+/// transports.
+pub fn response_head(buf: &[u8], want: u16) -> Result<Option<Head<'_>>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    match resp.code.unwrap_or(0) {
+        s if s == want => Ok(Some(Head {
+            len,
+            headers: resp.headers.iter().map(|h| (h.name, h.value)).collect(),
+        })),
+        s => Err(HeadError::Status(s)),
+    }
+}
+
 /// Checks the server's answer at the front of `buf` for the request made
 /// with `key`: `Ok(Some(n))` when it is a valid 101 of `n` bytes (what
 /// follows is WebSocket traffic), `Ok(None)` when incomplete.
 pub fn check_response(buf: &[u8], key: &str) -> Result<Option<usize>, Refused> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let n = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(Refused::Malformed),
+    let head = match response_head(buf, 101) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Ok(None),
+        Err(HeadError::Malformed) => return Err(Refused::Malformed),
+        Err(HeadError::Status(s)) => return Err(Refused::Status(s)),
     };
-    let status = resp.code.unwrap_or(0);
-    if status != 101 {
-        return Err(Refused::Status(status));
-    }
-    let header = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.trim_ascii())
-    };
+    let header = |name: &str| head.get(name);
+    let n = head.len;
     let expected = pubsocketd::ws::handshake::accept_key(key.as_bytes());
     let upgrade_ok = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
     if !upgrade_ok || header("sec-websocket-accept") != Some(expected.as_bytes()) {
